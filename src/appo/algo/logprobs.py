@@ -1,0 +1,148 @@
+"""Chunked token log-probabilities and exact entropies from hidden states (never materialising [B, L, V])."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["logprobs_and_entropy"]
+
+
+def _chunk_logits(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float
+) -> torch.Tensor:
+    z = h @ weight.t()
+    if bias is not None:
+        z = z + bias
+    z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+    return z / temperature if temperature != 1.0 else z
+
+
+class _ChunkedLogprobEntropy(torch.autograd.Function):
+    """Forward: per chunk z = h W^T / T, lse, log p(y), H = lse − Σ softmax(z)·z. Saves only h, W, y, lse, H.
+
+    Backward recomputes each chunk's logits:  with p = softmax(z), log p = z − lse,
+      ∂ log p(y)/∂z = onehot(y) − p,       ∂H/∂z = −p ⊙ (log p + H),
+    and ∂z/∂h = W/T, ∂z/∂W = h/T. Peak extra memory is O(chunk·V), independent of B·L.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        temperature: float,
+        chunk_size: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = hidden.shape[0]
+        out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        logp = torch.empty(n, dtype=out_dtype, device=hidden.device)
+        ent = torch.empty(n, dtype=out_dtype, device=hidden.device)
+        lse_all = torch.empty(n, dtype=out_dtype, device=hidden.device)
+        for start in range(0, n, chunk_size):
+            sl = slice(start, min(n, start + chunk_size))
+            z = _chunk_logits(hidden[sl], weight, bias, temperature)
+            lse = torch.logsumexp(z, dim=-1)
+            p = torch.exp(z - lse[:, None])
+            ent[sl] = lse - (p * z).sum(dim=-1)
+            logp[sl] = z.gather(1, targets[sl, None]).squeeze(1) - lse
+            lse_all[sl] = lse
+            del z, p
+        ctx.save_for_backward(hidden, weight, bias, targets, lse_all, ent)
+        ctx.temperature = temperature
+        ctx.chunk_size = chunk_size
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx: Any, g_logp: torch.Tensor | None, g_ent: torch.Tensor | None):  # type: ignore[override]
+        hidden, weight, bias, targets, lse_all, ent = ctx.saved_tensors
+        temperature, chunk_size = ctx.temperature, ctx.chunk_size
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        acc_dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+        grad_w = torch.zeros_like(weight, dtype=acc_dtype) if need_w else None
+        grad_b = torch.zeros_like(bias) if (need_b and bias is not None) else None
+        n = hidden.shape[0]
+        for start in range(0, n, chunk_size):
+            sl = slice(start, min(n, start + chunk_size))
+            z = _chunk_logits(hidden[sl], weight, bias, temperature)
+            logp_full = z - lse_all[sl, None]
+            p = torch.exp(logp_full)
+            gz = torch.zeros_like(z)
+            if g_ent is not None:
+                gz -= g_ent[sl, None].to(z.dtype) * p * (logp_full + ent[sl, None])
+            if g_logp is not None:
+                gl = g_logp[sl].to(z.dtype)
+                gz -= gl[:, None] * p
+                gz.scatter_add_(1, targets[sl, None], gl[:, None])
+            del z, logp_full, p
+            if temperature != 1.0:
+                gz /= temperature
+            gz = gz.to(weight.dtype)
+            if grad_h is not None:
+                grad_h[sl] = gz @ weight
+            if grad_w is not None:
+                grad_w += (gz.t() @ hidden[sl]).to(acc_dtype)
+            if grad_b is not None:
+                grad_b += gz.sum(dim=0).to(grad_b.dtype)
+            del gz
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def logprobs_and_entropy(
+    hidden: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+    *,
+    lm_head_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log π(y_t) and exact entropy of softmax(z_t/T), z_t = h_t W^T (+ bias).
+
+      log p_t = z_{t,y_t}/T − logsumexp_v(z_{t,v}/T)
+      H_t     = logsumexp_v(z_{t,v}/T) − Σ_v softmax(z_t/T)_v · z_{t,v}/T
+
+    Computed ``chunk_size`` tokens at a time; the full [B, L, V] logits are never materialised, neither in
+    the forward nor in the backward (a custom autograd function recomputes one chunk's logits at a time),
+    so peak extra memory is O(chunk_size·V) instead of O(B·L·V). Logits are computed in the weight dtype
+    and upcast to float32 (float64 inputs stay float64). Gradients flow to ``hidden``, ``lm_head_weight``
+    and the bias through both outputs.
+
+    Args:
+        hidden: [..., H] final hidden states (e.g. [B, L, H], already aligned with ``targets``).
+        lm_head_weight: [V, H].
+        targets: [...] int64 token ids.
+    Returns:
+        (logprobs, entropy), each of shape ``targets.shape``, float32 (float64 for float64 inputs).
+    """
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"logprobs_and_entropy: hidden {tuple(hidden.shape)} must be targets.shape + (H,), "
+            f"targets {tuple(targets.shape)}"
+        )
+    if lm_head_weight.dim() != 2 or lm_head_weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"logprobs_and_entropy: lm_head_weight must be [V, {hidden.shape[-1]}], got {tuple(lm_head_weight.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"logprobs_and_entropy: temperature must be > 0, got {temperature}")
+    if chunk_size < 1:
+        raise ValueError(f"logprobs_and_entropy: chunk_size must be >= 1, got {chunk_size}")
+    shape = targets.shape
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = targets.reshape(-1).long()
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= lm_head_weight.shape[0]):
+        raise ValueError(
+            f"logprobs_and_entropy: target ids must lie in [0, {lm_head_weight.shape[0]}), "
+            f"got range [{int(y.min())}, {int(y.max())}]"
+        )
+    logp, ent = _ChunkedLogprobEntropy.apply(
+        h, lm_head_weight, lm_head_bias, y, float(temperature), int(chunk_size)
+    )
+    return logp.reshape(shape), ent.reshape(shape)
