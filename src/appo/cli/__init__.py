@@ -1,0 +1,44 @@
+"""The `appo` command line. Each command group lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from appo import __version__
+
+app = typer.Typer(
+    name="appo",
+    help="Train tool-using reasoning agents with APPO (and GRPO / ARPO baselines).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"appo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train tool-using reasoning agents with APPO (and GRPO / ARPO baselines)."""
+
+
+def _register() -> None:
+    from appo.cli import config_cmd, model_cmd
+
+    app.add_typer(config_cmd.app, name="config")
+    app.add_typer(model_cmd.app, name="model")
+
+
+_register()
+
+
+def main() -> None:
+    app()
