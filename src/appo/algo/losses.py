@@ -176,7 +176,9 @@ def policy_loss(
             participate = d_ng <= math.log(clip_ratio_c)
             x = torch.where(m & participate, d_ng, torch.zeros_like(d_ng))
             gamma = 2.0 ** (-1.0 / decay_rate)
-            fkl = discounted_future_sum(x.float(), gamma, block_size=max(2, chunk_size))
+            fkl = discounted_future_sum(
+                x if x.dtype == torch.float64 else x.float(), gamma, block_size=max(2, chunk_size)
+            )
             raw = torch.exp(fkl)
             if future_kl_clip_ratio > 0:
                 ub = 1.0 + future_kl_clip_ratio

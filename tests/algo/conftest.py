@@ -1,0 +1,4 @@
+from hypothesis import settings
+
+settings.register_profile("algo", max_examples=40, deadline=None, derandomize=True)
+settings.load_profile("algo")
