@@ -31,10 +31,11 @@ def _root(
 
 
 def _register() -> None:
-    from appo.cli import config_cmd, model_cmd
+    from appo.cli import config_cmd, data_cmd, model_cmd
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(model_cmd.app, name="model")
+    app.add_typer(data_cmd.app, name="data")
 
 
 _register()
