@@ -252,6 +252,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "hle": BenchmarkSpec("hle", ("question",), "str", "qa", "id"),
 }
 GENERIC_SPEC = BenchmarkSpec("generic", ("question", "Question", "problem"), "any", "qa", "id")
+"""Unknown files: question from ``question``/``Question``/``problem``, gold from ``answer`` (or
+``ground_truth``); ``data_source``, ``ability``, ``messages`` and ``extra`` are used when present."""
 
 
 def benchmark_for_path(path: str | os.PathLike[str]) -> str | None:
@@ -311,23 +313,48 @@ def _jsonl_example(record: Any, rowno: int, spec: BenchmarkSpec, source: str) ->
             break
     if question is None:
         raise ValueError(f"no non-empty question field (looked for {', '.join(spec.question_fields)})")
-    gt = _parse_answer(record.get("answer"), spec.answer_kind)
-    extra = {k: v for k, v in record.items() if k not in (qfield, "question", "answer")}
+    generic = spec.answer_kind == "any"
+    answer_key = "ground_truth" if generic and "answer" not in record else "answer"
+    gt = _parse_answer(record.get(answer_key), spec.answer_kind)
+    extra = {k: v for k, v in record.items() if k not in (qfield, "question", answer_key)}
     if spec.answer_kind == "gsm8k":
         extra["rationale"] = record["answer"]
     if "Level" in record:
         extra["level"] = record["Level"]
     rid = record.get(spec.id_field) if spec.id_field else None
-    ability = spec.task if spec.answer_kind != "any" else None
+    ex_id = f"{source}-{rid if rid is not None else rowno - 1}"
+    ability: str | None = spec.task
+    messages = None
+    if generic:
+        # a file written from Example.to_dict() (e.g. `appo data synth`) round-trips
+        ability = record.get("ability") if isinstance(record.get("ability"), str) else None
+        if isinstance(record.get("data_source"), str) and record["data_source"]:
+            source = record["data_source"]
+            ex_id = str(rid) if rid is not None else f"{source}-{rowno - 1}"
+        messages = _messages_or_none(record.get("messages"))
+        if isinstance(record.get("extra"), dict):
+            known = ("extra", "messages", "id", "data_source", "ability")
+            extra = {**{k: v for k, v in extra.items() if k not in known}, **record["extra"]}
     return Example(
-        id=f"{source}-{rid if rid is not None else rowno - 1}",
+        id=ex_id,
         data_source=source,
         question=question,
         ground_truth=gt,
-        messages=None,
+        messages=messages,
         ability=ability,
         extra=extra,
     )
+
+
+def _messages_or_none(value: Any) -> list[dict[str, str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in value
+    ):
+        raise ValueError("'messages' must be a list of {role, content} string objects")
+    return [{"role": m["role"], "content": repair_backspace(m["content"])} for m in value]
 
 
 def iter_eval_jsonl(
