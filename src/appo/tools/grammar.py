@@ -39,9 +39,9 @@ __all__ = [
 TOOL_TAGS: tuple[str, ...] = ("search", "python")
 TAGS: tuple[str, ...] = ("think", "answer", "search", "python", "result")
 #: RL rollouts (reference): a space, <result>, newline, text, newline, </result>
-DEFAULT_RESULT_TEMPLATE = " <result>\n{text}\n</result>"
+DEFAULT_RESULT_TEMPLATE = " <result>\n{result}\n</result>"
 #: evaluation pipeline of the reference
-EVAL_RESULT_TEMPLATE = "<result>{text}</result>"
+EVAL_RESULT_TEMPLATE = "<result>{result}</result>"
 
 CallStatus = Literal["ok", "empty", "missing_open"]
 
@@ -241,9 +241,12 @@ def stop_strings(tool_tags: Iterable[str] = TOOL_TAGS) -> list[str]:
 def format_result(text: str, template: str = DEFAULT_RESULT_TEMPLATE, *, sanitize: bool = True) -> str:
     """Wrap tool output for insertion into the trajectory.
 
-    The default template is the reference's RL wrapper. With ``sanitize`` a literal ``</result>``
-    inside the output is rewritten to ``</ result>`` so it cannot close the block early.
+    The default template is the reference's RL wrapper; ``{result}`` (or ``{text}``) marks the output.
+    With ``sanitize`` a literal ``</result>`` inside the output is rewritten to ``</ result>`` so it
+    cannot close the block early.
     """
     if sanitize:
         text = text.replace("</result>", "</ result>")
+    if "{result}" in template:
+        return template.replace("{result}", text)
     return template.replace("{text}", text)

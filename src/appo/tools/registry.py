@@ -6,6 +6,9 @@ Shape (any Mapping, including an OmegaConf ``DictConfig``)::
     max_workers: 64        # thread pool of the runtime
     timeout: 120           # per-call wall clock enforced by the runtime (seconds)
     retry_count: 3         # attempts per call (transient failures only)
+    result_format: " <result>\n{result}\n</result>"
+    # also accepted (used elsewhere / for compatibility): branch_call_counter, verbose_logging,
+    # fail_on_error (tool loading errors always fail: correct first)
     tool_instances:
       python: {class_path: python, params: {}}
       search: {class_path: search, params: {providers: [cache, local], cache_file: null, corpus: null}}
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appo.tools.base import Tool, ToolError
-from appo.tools.grammar import stop_strings
+from appo.tools.grammar import DEFAULT_RESULT_TEMPLATE, stop_strings
 
 __all__ = ["SHORT_NAMES", "ToolRegistry", "ToolsConfig", "build_tools", "resolve_tool_class"]
 
@@ -126,19 +129,32 @@ class ToolsConfig:
     max_workers: int = 64
     timeout: float = 120.0
     retry_count: int = 3
+    #: text appended after a tool call; ``{result}`` (or ``{text}``) is replaced by the tool output
+    result_format: str = DEFAULT_RESULT_TEMPLATE
 
 
 class ToolRegistry(Mapping[str, Tool]):
     """Tools keyed by tag (in config order) plus the loop settings of the config subtree."""
 
     def __init__(self, tools: Mapping[str, Tool] | list[Tool], config: ToolsConfig | None = None) -> None:
-        items = list(tools.values()) if isinstance(tools, Mapping) else list(tools)
+        named = list(tools.items()) if isinstance(tools, Mapping) else [(t.tag, t) for t in tools]
         self._tools: dict[str, Tool] = {}
-        for t in items:
+        #: config instance name -> tag (usually identical)
+        self.names: dict[str, str] = {}
+        for name, t in named:
             if t.tag in self._tools:
                 raise ToolError(f"two tools use the tag {t.tag!r}")
             self._tools[t.tag] = t
+            self.names[str(name)] = t.tag
         self.config = config or ToolsConfig()
+
+    def lookup(self, name: str) -> Tool:
+        """A tool by tag or by its config instance name."""
+        if name in self._tools:
+            return self._tools[name]
+        if name in self.names:
+            return self._tools[self.names[name]]
+        return self[name]  # raises a KeyError with a suggestion
 
     def __getitem__(self, tag: str) -> Tool:
         try:
@@ -186,6 +202,8 @@ def build_tools(tools_cfg: Mapping[str, Any] | None) -> ToolRegistry:
         "timeout",
         "retry_count",
         "tool_instances",
+        "result_format",
+        "branch_call_counter",
         "verbose_logging",
         "fail_on_error",
     }
@@ -199,6 +217,7 @@ def build_tools(tools_cfg: Mapping[str, Any] | None) -> ToolRegistry:
         max_workers=int(cfg.get("max_workers", 64)),
         timeout=float(cfg.get("timeout", 120.0)),
         retry_count=int(cfg.get("retry_count", 3)),
+        result_format=str(cfg.get("result_format", DEFAULT_RESULT_TEMPLATE)),
     )
     if (
         settings.max_workers < 1
@@ -210,5 +229,5 @@ def build_tools(tools_cfg: Mapping[str, Any] | None) -> ToolRegistry:
     instances = cfg.get("tool_instances") or {}
     if not isinstance(instances, Mapping):
         raise ToolError("tools.tool_instances must be a mapping name -> {class_path, params}")
-    tools = [make_tool(str(name), spec) for name, spec in instances.items()]
+    tools = {str(name): make_tool(str(name), spec) for name, spec in instances.items()}
     return ToolRegistry(tools, settings)

@@ -76,7 +76,7 @@ class ToolRuntime:
         max_workers: int | None = None,
         timeout: float | None = None,
         retry_count: int | None = None,
-        result_template: str = DEFAULT_RESULT_TEMPLATE,
+        result_template: str | None = None,
         sanitize: bool = True,
         retry_backoff: float = 0.0,
     ) -> None:
@@ -85,7 +85,7 @@ class ToolRuntime:
         self.max_workers = int(max_workers or cfg.max_workers)
         self.timeout = float(timeout if timeout is not None else cfg.timeout)
         self.attempts = max(1, int(retry_count if retry_count is not None else cfg.retry_count))
-        self.result_template = result_template
+        self.result_template = result_template or cfg.result_format or DEFAULT_RESULT_TEMPLATE
         self.sanitize = sanitize
         self.retry_backoff = retry_backoff
         self._pool = cf.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="appo-tool")
@@ -94,7 +94,7 @@ class ToolRuntime:
 
     # ------------------------------------------------------------------------------------------
     def format(self, result: ToolResult | str) -> str:
-        """The text to append to the trajectory (default `` <result>\\n{text}\\n</result>``)."""
+        """The text to append to the trajectory (default `` <result>\\n{result}\\n</result>``)."""
         text = result.text if isinstance(result, ToolResult) else result
         return format_result(text, self.result_template, sanitize=self.sanitize)
 

@@ -169,7 +169,7 @@ class CacheProvider(SearchProvider):
             for k in (key, key.strip()):
                 if k in self._json:
                     return self._json[k], "json"
-            db = self._conn()
+            db = self._conn() if self.live_cache is not None and self.live_cache.exists() else None
             if db is not None:
                 row = db.execute(
                     "SELECT text, provider FROM results WHERE query = ? ORDER BY created LIMIT 1", (key,)
