@@ -78,3 +78,16 @@ def test_reward_for_source(source: str | None, name: str, parity_name: str) -> N
     assert reward_name_for_source(source) == name
     assert reward_name_for_source(source, parity=True) == parity_name
     assert reward_for_source(source) is get_reward(name)
+
+
+def test_verl_adapter_uses_row_context() -> None:
+    from appo.rewards import verl_compute_score
+
+    text = "<think> t </think> <answer> \\boxed{0.5} </answer>"
+    out = verl_compute_score("combined")("DR_grpo_mix", text, "\\frac{1}{2}", {"ability": "math"})
+    assert out["score"] == 1.0 and out["answer"] == "0.5" and "reason" in out
+    assert (
+        verl_compute_score("combined")("DR_grpo_mix", text, "\\frac{1}{2}", {"ability": "qa"})["score"] == 0.0
+    )
+    parity = verl_compute_score("deep_research.compute_score")("DR_grpo_mix", text, "\\frac{1}{2}", None)
+    assert parity["score"] == 0.0 and parity["f1"] == 0.0

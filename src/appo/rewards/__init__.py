@@ -9,6 +9,7 @@ from appo.rewards.registry import (
     register_reward,
     reward_for_source,
     reward_name_for_source,
+    verl_compute_score,
 )
 from appo.rewards.rule_based import combined, deep_research, math, qa, task_for
 
@@ -32,4 +33,5 @@ __all__ = [
     "reward_for_source",
     "reward_name_for_source",
     "task_for",
+    "verl_compute_score",
 ]

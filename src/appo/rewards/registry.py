@@ -91,3 +91,22 @@ def reward_name_for_source(data_source: str | None, *, parity: bool = False) -> 
 def reward_for_source(data_source: str | None, *, parity: bool = False) -> RewardFn:
     """The reward function for ``data_source`` (see :func:`reward_name_for_source`)."""
     return _REGISTRY[reward_name_for_source(data_source, parity=parity)]
+
+
+def verl_compute_score(reward: str | RewardFn = "combined") -> Callable[..., dict]:
+    """Adapter to VERL's ``compute_score(data_source, solution_str, ground_truth, extra_info)`` contract:
+    returns a dict with ``score``, the components, ``reason`` and ``answer``."""
+    fn = get_reward(reward) if isinstance(reward, str) else reward
+
+    def compute_score(
+        data_source: str | None,
+        solution_str: str,
+        ground_truth: object,
+        extra_info: dict | None = None,
+        **kwargs: object,
+    ) -> dict:
+        extra = dict(extra_info or {})
+        result = fn(solution_str, ground_truth, data_source=data_source, extra_info=extra, **kwargs)  # type: ignore[arg-type]
+        return result.to_dict()
+
+    return compute_score
