@@ -191,3 +191,19 @@ def test_combined_math_and_qa_rows() -> None:
     assert qa_out.components["task_math"] == 0.0
     assert combined(boxed("x"), "x", tool_bonus=0.0, ability="qa").score == 1.0
     assert combined("<answer>\\boxed{1}</answer>", "1", ability="math").score == -1.0
+
+
+def test_real_ground_truths_are_equivalent_to_themselves() -> None:
+    from appo.data import read_examples, rl_path
+
+    path = rl_path("valid")
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    examples, _ = read_examples(path)
+    for ex in examples:
+        out = combined(boxed(ex.ground_truth), ex.ground_truth, ability=ex.ability)
+        assert out.score == 1.0, (ex.id, ex.ground_truth, out)
+        # a reformatted (spaces removed) math answer still scores 1 under combined, unlike deep_research
+        if ex.ability == "math":
+            squeezed = ex.ground_truth.replace(" ", "")
+            assert combined(boxed(squeezed), ex.ground_truth, ability="math").score == 1.0

@@ -141,9 +141,12 @@ def qa(response_text: str, ground_truth: GroundTruth, *, metric: str = "f1", **i
 # math
 # --------------------------------------------------------------------------------------------------------
 def math_equal(prediction: str, ground_truth: GroundTruth) -> tuple[bool, str]:
-    """Whether ``prediction`` equals any alias; returns (equal, method) with method ``math_verify``,
-    ``numeric`` or ``""``."""
+    """Whether ``prediction`` equals any alias; returns (equal, method) with method ``exact`` (identical up
+    to whitespace), ``numeric``, ``math_verify`` or ``""``."""
+    compact = "".join(prediction.split())
     for gt in as_aliases(ground_truth, parse_json_list=False):
+        if compact and compact == "".join(gt.split()):
+            return True, "exact"
         if numeric_equal(prediction, gt):
             return True, "numeric"
         if math_verify_equal(prediction, gt):
