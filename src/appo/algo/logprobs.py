@@ -10,21 +10,28 @@ __all__ = ["logprobs_and_entropy"]
 
 
 def _chunk_logits(
-    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float
+    out: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float
 ) -> torch.Tensor:
-    z = h @ weight.t()
+    """z = (h Wᵀ + bias)/T written into the preallocated float buffer ``out`` ([≥c, V]); returns out[:c]."""
+    z = out[: h.shape[0]]
+    if weight.dtype == z.dtype:
+        torch.matmul(h, weight.t(), out=z)
+    else:
+        z.copy_(h @ weight.t())
     if bias is not None:
-        z = z + bias
-    z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
-    return z / temperature if temperature != 1.0 else z
+        z.add_(bias)
+    if temperature != 1.0:
+        z.div_(temperature)
+    return z
 
 
 class _ChunkedLogprobEntropy(torch.autograd.Function):
-    """Forward: per chunk z = h W^T / T, lse, log p(y), H = lse − Σ softmax(z)·z. Saves only h, W, y, lse, H.
+    """Forward: per chunk z = h Wᵀ / T, lse, log p(y), H = lse − Σ softmax(z)·z. Saves only h, W, y, lse, H.
 
     Backward recomputes each chunk's logits:  with p = softmax(z), log p = z − lse,
       ∂ log p(y)/∂z = onehot(y) − p,       ∂H/∂z = −p ⊙ (log p + H),
-    and ∂z/∂h = W/T, ∂z/∂W = h/T. Peak extra memory is O(chunk·V), independent of B·L.
+    and ∂z/∂h = W/T, ∂z/∂W = h/T. Two [chunk, V] float buffers are allocated once per call and reused by
+    every chunk (in-place ops), so peak extra memory is 2·chunk·V floats, independent of B·L.
     """
 
     @staticmethod
@@ -37,21 +44,31 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         temperature: float,
         chunk_size: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = hidden.shape[0]
+        n, vocab = hidden.shape[0], weight.shape[0]
         out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-        logp = torch.empty(n, dtype=out_dtype, device=hidden.device)
-        ent = torch.empty(n, dtype=out_dtype, device=hidden.device)
-        lse_all = torch.empty(n, dtype=out_dtype, device=hidden.device)
+        dev = hidden.device
+        logp = torch.empty(n, dtype=out_dtype, device=dev)
+        ent = torch.empty(n, dtype=out_dtype, device=dev)
+        lse_all = torch.empty(n, dtype=out_dtype, device=dev)
+        c = max(1, min(chunk_size, n))
+        zbuf = torch.empty(c, vocab, dtype=out_dtype, device=dev)
+        pbuf = torch.empty(c, vocab, dtype=out_dtype, device=dev)
         for start in range(0, n, chunk_size):
             sl = slice(start, min(n, start + chunk_size))
-            z = _chunk_logits(hidden[sl], weight, bias, temperature)
-            lse = torch.logsumexp(z, dim=-1)
-            p = torch.exp(z - lse[:, None])
-            ent[sl] = lse - (p * z).sum(dim=-1)
+            z = _chunk_logits(zbuf, hidden[sl], weight, bias, temperature)
+            p = pbuf[: z.shape[0]]
+            zmax = z.amax(dim=-1, keepdim=True)
+            torch.sub(z, zmax, out=p)
+            p.exp_()
+            total = p.sum(dim=-1, keepdim=True)
+            lse = (zmax + total.log()).squeeze(-1)
             logp[sl] = z.gather(1, targets[sl, None]).squeeze(1) - lse
+            p.div_(total)
+            ent[sl] = lse - p.mul_(z).sum(dim=-1)
             lse_all[sl] = lse
-            del z, p
+        del zbuf, pbuf
         ctx.save_for_backward(hidden, weight, bias, targets, lse_all, ent)
+        ctx.set_materialize_grads(False)  # an unused output (e.g. entropy) gets None, not a zero tensor
         ctx.temperature = temperature
         ctx.chunk_size = chunk_size
         return logp, ent
@@ -59,36 +76,43 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_logp: torch.Tensor | None, g_ent: torch.Tensor | None):  # type: ignore[override]
         hidden, weight, bias, targets, lse_all, ent = ctx.saved_tensors
+        if g_logp is None and g_ent is None:
+            return None, None, None, None, None, None
         temperature, chunk_size = ctx.temperature, ctx.chunk_size
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_h = torch.zeros_like(hidden) if need_h else None
         acc_dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
         grad_w = torch.zeros_like(weight, dtype=acc_dtype) if need_w else None
         grad_b = torch.zeros_like(bias) if (need_b and bias is not None) else None
-        n = hidden.shape[0]
+        n, vocab = hidden.shape[0], weight.shape[0]
+        c = max(1, min(chunk_size, n))
+        zbuf = torch.empty(c, vocab, dtype=lse_all.dtype, device=hidden.device)
+        pbuf = torch.empty(c, vocab, dtype=lse_all.dtype, device=hidden.device)
         for start in range(0, n, chunk_size):
             sl = slice(start, min(n, start + chunk_size))
-            z = _chunk_logits(hidden[sl], weight, bias, temperature)
-            logp_full = z - lse_all[sl, None]
-            p = torch.exp(logp_full)
-            gz = torch.zeros_like(z)
+            z = _chunk_logits(zbuf, hidden[sl], weight, bias, temperature)
+            z.sub_(lse_all[sl, None])  # z := log p
+            p = torch.exp(z, out=pbuf[: z.shape[0]])
             if g_ent is not None:
-                gz -= g_ent[sl, None].to(z.dtype) * p * (logp_full + ent[sl, None])
+                # ∂H/∂z = −p ⊙ (log p + H), times the incoming entropy gradient (in z's buffer)
+                gz = z.add_(ent[sl, None]).mul_(p).mul_(-g_ent[sl, None].to(z.dtype))
+                if g_logp is not None:
+                    gz.addcmul_(p, g_logp[sl, None].to(z.dtype), value=-1.0)
+            else:
+                assert g_logp is not None
+                gz = p.mul_(-g_logp[sl, None].to(p.dtype))
             if g_logp is not None:
-                gl = g_logp[sl].to(z.dtype)
-                gz -= gl[:, None] * p
-                gz.scatter_add_(1, targets[sl, None], gl[:, None])
-            del z, logp_full, p
+                gz.scatter_add_(1, targets[sl, None], g_logp[sl, None].to(gz.dtype))
             if temperature != 1.0:
-                gz /= temperature
-            gz = gz.to(weight.dtype)
+                gz.div_(temperature)
+            gzw = gz if gz.dtype == weight.dtype else gz.to(weight.dtype)
             if grad_h is not None:
-                grad_h[sl] = gz @ weight
+                grad_h[sl] = gzw @ weight
             if grad_w is not None:
-                grad_w += (gz.t() @ hidden[sl]).to(acc_dtype)
+                grad_w += (gzw.t() @ hidden[sl]).to(acc_dtype)
             if grad_b is not None:
                 grad_b += gz.sum(dim=0).to(grad_b.dtype)
-            del gz
+        del zbuf, pbuf
         if grad_w is not None:
             grad_w = grad_w.to(weight.dtype)
         return grad_h, grad_w, grad_b, None, None, None
