@@ -195,7 +195,7 @@ class _Worker:
             hello = self._read(time.monotonic() + cfg.start_timeout)
         except (_WorkerDied, TimeoutError) as exc:
             err = self._stderr_tail()
-            self.kill()
+            self.close()
             raise ToolError(f"python sandbox failed to start ({exc}): {err}") from exc
         self.protections: dict[str, Any] = hello.get("hello", {})
 
@@ -214,7 +214,9 @@ class _Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no answer before the deadline")
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if self.dead:
+                raise _WorkerDied("worker was killed")
+            ready, _, _ = select.select([fd], [], [], min(left, 0.2))
             if not ready:
                 continue
             chunk = os.read(fd, 1 << 20)
@@ -237,11 +239,16 @@ class _Worker:
         return self._read(time.monotonic() + timeout)
 
     def kill(self) -> None:
+        """SIGKILL the sandbox (safe from any thread; a blocked reader then sees EOF)."""
         self.dead = True
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, OSError):
             self.proc.kill()
+
+    def close(self) -> None:
+        """Kill, reap and release the pipes (only from the thread that owns the worker)."""
+        self.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=5)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -315,7 +322,7 @@ class PythonSession:
 
     def _discard_worker(self) -> None:
         if self._worker is not None:
-            self._worker.kill()
+            self._worker.close()
             self._worker = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
