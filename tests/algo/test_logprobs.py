@@ -91,3 +91,15 @@ def test_bad_inputs():
         logprobs_and_entropy(h, torch.zeros(10, 5), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="temperature"):
         logprobs_and_entropy(h, w, torch.zeros(2, 3, dtype=torch.long), temperature=0.0)
+
+
+def test_entropy_only_gradient_and_unused_outputs():
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(3, 5, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    weight = torch.randn(30, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    targets = torch.randint(0, 30, (3, 5), generator=g)
+    _, ent = logprobs_and_entropy(hidden, weight, targets, temperature=0.8, chunk_size=4)
+    gh, gw = torch.autograd.grad(ent.sum(), [hidden, weight])
+    _, ent_ref = naive(hidden, weight, targets, 0.8)
+    gh_ref, gw_ref = torch.autograd.grad(ent_ref.sum(), [hidden, weight])
+    assert torch.allclose(gh, gh_ref, atol=1e-10) and torch.allclose(gw, gw_ref, atol=1e-10)
