@@ -196,8 +196,20 @@ class ValKwargsConfig:
 
 @dataclass
 class MultiTurnConfig:
+    # Accepted for VERL launch-script compatibility; appo always runs the tool loop in rollouts.
     enable: bool = False
     tool_config_path: str | None = None
+    # A tool call over tools.call_limit: eos = append EOS and stop (reference RL, the EOS is masked);
+    # message = answer with the reference evaluation's "limit exceeded" result and continue.
+    over_limit: str = "eos"
+    # An empty or malformed call: message = answer with an error result and continue; stop = end (reference).
+    empty_call: str = "message"
+    # A search query the trajectory already issued: allow, or message (reference evaluation).
+    repeated_query: str = "allow"
+    # Treat </answer> as a stop string (evaluation does).
+    stop_at_answer: bool = False
+    # Cap on sampling rounds per trajectory (the reference has none).
+    max_rounds: int = 64
 
 
 @dataclass
@@ -298,6 +310,8 @@ class SFTSyntheticConfig:
     n_python: int = 96
     n_search: int = 96
     seed: int = 1234
+    # Search results per synthetic search call (the search tool's top_k while building traces).
+    search_top_k: int = 3
 
 
 @dataclass
@@ -310,8 +324,14 @@ class SFTConfig:
     val_files: list[str] = field(default_factory=list)
     val_fraction: float = 0.05
     synthetic: SFTSyntheticConfig = field(default_factory=SFTSyntheticConfig)
+    # System prompt (appo.data prompt name or .txt path) for rows that carry none; data.system_prompt,
+    # when set, replaces every row's system prompt (as in RL).
+    prompt: str = "code_search"
+    skip_bad_rows: bool = False
     output_dir: str = "runs/sft"
     max_length: int = 1024
+    # Sequences longer than max_length: truncate (keep the head) or drop.
+    overlong: str = "truncate"
     micro_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     packing: bool = False
@@ -320,7 +340,9 @@ class SFTConfig:
     lr: float = 5e-5
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     grad_clip: float = 1.0
     # False reproduces the reference (LLaMA-Factory trains on tool results too).
     mask_tool_results: bool = True
@@ -328,6 +350,7 @@ class SFTConfig:
     save_every: int = 100
     keep_last: int = 2
     gradient_checkpointing: bool = False
+    # auto = float32 weights (+ bf16 autocast on CUDA with bf16 support); float32 | bfloat16 | float16.
     dtype: str = "auto"
     seed: int = 1
 
@@ -559,6 +582,9 @@ def validate(cfg: DictConfig) -> None:
         ("data.truncation", TRUNCATIONS),
         ("trainer.device", DEVICES),
         ("trainer.resume_mode", ("auto", "disable")),
+        (f"{ar}.rollout.multi_turn.over_limit", ("eos", "message")),
+        (f"{ar}.rollout.multi_turn.empty_call", ("message", "stop")),
+        (f"{ar}.rollout.multi_turn.repeated_query", ("allow", "message")),
     ]:
         _one_of(cfg, key, choices)
 
@@ -570,6 +596,7 @@ def validate(cfg: DictConfig) -> None:
         f"{ar}.rollout.temperature",
         f"{ar}.rollout.top_p",
         f"{ar}.rollout.beam_size",
+        f"{ar}.rollout.multi_turn.max_rounds",
         f"{ar}.rollout.val_kwargs.n",
         f"{ar}.rollout.tools.max_workers",
         f"{ar}.rollout.tools.timeout",

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from appo.rollout.engine import SamplingParams, logprob_entropy_reference
+from appo.rollout.loop import LoopConfig, RolloutRequest, branch_requests, run_rollouts
+
+STOPS = ("</search>", "</python>")
+
+
+def _cfg(**kw) -> LoopConfig:
+    values = dict(max_response_length=256, call_limit=5, params=SamplingParams(stop=STOPS))
+    values.update(kw)
+    return LoopConfig(**values)
+
+
+def _prompt(tok, question="What is 6*7+1?"):
+    return tok.apply_chat_template(
+        [{"role": "system", "content": "Use tools."}, {"role": "user", "content": question}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+    )["input_ids"]
+
+
+def test_two_tool_calls_aligned_masked_and_stateful(scripted, python_runtime):
+    tok = scripted.tokenizer
+    requests = [RolloutRequest(prompt_ids=_prompt(tok), uid="q0") for _ in range(2)]
+    result = run_rollouts(scripted, requests, python_runtime, _cfg())
+    for traj in result.trajectories:
+        traj.check()
+        assert traj.finish_reason == "eos"
+        assert [c.result for c in traj.tool_calls] == ["42", "43"]  # the second call sees x from the first
+        assert traj.call_count == 2
+        n = len(traj.response_ids)
+        assert len(traj.loss_mask) == len(traj.logprobs) == len(traj.entropies) == n
+        lp, ent = logprob_entropy_reference(scripted.model, traj.prompt_ids + traj.response_ids)
+        p = len(traj.prompt_ids)
+        sampled = [t for t in range(n) if traj.loss_mask[t] == 1]
+        assert len(sampled) > 20
+        for t in sampled:
+            assert abs(traj.logprobs[t] - lp[p + t]) < 1e-4, t
+            assert abs(traj.entropies[t] - ent[p + t]) < 1e-4, t
+        for call in traj.tool_calls:
+            start, end = call.result_span
+            assert end > start
+            assert all(m == 0 for m in traj.loss_mask[start:end])
+            assert all(math.isnan(x) for x in traj.logprobs[start:end])
+            assert tok.decode(traj.response_ids[call.call_end - 3 : call.call_end + 1]).endswith("</python>")
+        assert "<result>\n42\n</result>" in traj.text and "\\boxed{43}" in traj.text
+        traj.close()
+    assert result.metrics["rollout/calls/python"] == 2.0
+
+
+def test_branch_shares_prefix_and_python_state(scripted, python_runtime):
+    tok = scripted.tokenizer
+    init = run_rollouts(scripted, [RolloutRequest(prompt_ids=_prompt(tok), uid="q0")], python_runtime, _cfg())
+    parent = init.trajectories[0]
+    first_result_end = parent.tool_calls[0].result_span[1]
+    split = first_result_end + 2  # a model token after the first result
+    assert parent.loss_mask[split] == 1
+    points = [SimpleNamespace(row=0, split=split, score=1.5, kind="strict")] * 3
+    branches = run_rollouts(scripted, branch_requests(init.trajectories, points), python_runtime, _cfg())
+    for b in branches.trajectories:
+        assert b.kind == "branch" and b.parent == 0 and b.split == split and b.branch_kind == "strict"
+        assert b.prompt_ids == parent.prompt_ids
+        assert b.response_ids[: split + 1] == parent.response_ids[: split + 1]
+        assert b.loss_mask[: split + 1] == parent.loss_mask[: split + 1]
+        # One call inherited from the prefix, one made by the branch, which sees the forked state x = 42.
+        assert b.call_count == 2
+        assert [c.result for c in b.tool_calls] == ["42", "43"]
+        b.check()
+        b.close()
+    parent.close()
+
+
+def test_reference_call_counter_counts_prompt_tags(scripted, python_runtime):
+    tok = scripted.tokenizer
+    prompt = _prompt(tok, "Example: <python>1</python> and <search>x</search>. Now 6*7+1?")
+    init = run_rollouts(
+        scripted, [RolloutRequest(prompt_ids=prompt, uid="q")], python_runtime, _cfg(call_limit=3)
+    )
+    parent = init.trajectories[0]
+    split = parent.tool_calls[0].result_span[1] + 2
+    point = [SimpleNamespace(row=0, split=split, score=1.0, kind="strict")]
+    ours = run_rollouts(
+        scripted, branch_requests(init.trajectories, point), python_runtime, _cfg(call_limit=3)
+    )
+    ref = run_rollouts(
+        scripted,
+        branch_requests(init.trajectories, point),
+        python_runtime,
+        _cfg(call_limit=3, branch_call_counter="reference"),
+    )
+    assert [c.result for c in ours.trajectories[0].tool_calls] == ["42", "43"]
+    # The reference counts 2 prompt tags + 1 prefix call = 3 = call_limit: the branch's call gets an EOS.
+    assert ref.trajectories[0].finish_reason == "call_limit"
+    assert len(ref.trajectories[0].tool_calls) == 1
+    assert ref.trajectories[0].loss_mask[-1] == 0  # the appended EOS was never sampled
+    for t in (*init.trajectories, *ours.trajectories, *ref.trajectories):
+        t.close()
+
+
+def test_call_limit_behaviours(scripted, python_runtime):
+    tok = scripted.tokenizer
+    eos_mode = run_rollouts(
+        scripted, [RolloutRequest(prompt_ids=_prompt(tok))], python_runtime, _cfg(call_limit=1)
+    )
+    t = eos_mode.trajectories[0]
+    assert t.finish_reason == "call_limit" and len(t.tool_calls) == 1
+    assert t.response_ids[-1] == tok.eos_token_id and t.loss_mask[-1] == 0
+    msg_mode = run_rollouts(
+        scripted,
+        [RolloutRequest(prompt_ids=_prompt(tok))],
+        python_runtime,
+        _cfg(call_limit=1, over_limit="message"),
+    )
+    m = msg_mode.trajectories[0]
+    assert [c.ok for c in m.tool_calls] == [True, False]
+    assert "maximum python call limit" in m.tool_calls[1].result
+    assert m.finish_reason == "eos"
+    t.close()
+    m.close()
+
+
+def test_length_budget_truncates_and_stops(scripted, python_runtime):
+    tok = scripted.tokenizer
+    res = run_rollouts(
+        scripted, [RolloutRequest(prompt_ids=_prompt(tok))], python_runtime, _cfg(max_response_length=30)
+    )
+    t = res.trajectories[0]
+    assert len(t.response_ids) == 30 and t.finish_reason == "length"
+    t.check()
+    t.close()
+
+
+def test_same_seed_same_trajectories_with_sampling(tiny, python_runtime):
+    from appo.rollout.engine import HFEngine
+
+    model, tok = tiny
+    engine = HFEngine(model, tok)
+    reqs = [RolloutRequest(prompt_ids=_prompt(tok), uid=str(i)) for i in range(3)]
+
+    def run(seed):
+        out = run_rollouts(engine, reqs, None, _cfg(max_response_length=24, seed=seed)).trajectories
+        return [t.response_ids for t in out]
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+@pytest.mark.parametrize("policy", ["message", "stop"])
+def test_empty_call(tiny, python_runtime, policy, scripted_engine_class):
+    model, tok = tiny
+    engine = scripted_engine_class(
+        model,
+        tok,
+        lambda text: "<python>  </python>" if "<result>" not in text else "<answer>\\boxed{1}</answer>",
+    )
+    res = run_rollouts(
+        engine, [RolloutRequest(prompt_ids=_prompt(tok))], python_runtime, _cfg(empty_call=policy)
+    )
+    t = res.trajectories[0]
+    if policy == "stop":
+        assert t.finish_reason == "empty_call" and not t.tool_calls
+    else:
+        assert t.tool_calls[0].ok is False and "empty" in t.tool_calls[0].result
+        assert t.call_count == 0 and t.finish_reason == "eos"
+    t.close()
