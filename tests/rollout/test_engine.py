@@ -55,11 +55,11 @@ def test_same_seed_same_tokens_and_greedy_is_argmax(tiny):
     for t in out.tokens:
         with torch.no_grad():
             assert t == int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
-        ids = ids + [t]
+        ids = [*ids, t]
 
 
 def test_stop_string_spanning_tokens_is_caught(tiny):
-    model, tok = tiny
+    _, tok = tiny
     stop_ids = tok.encode("</python>", add_special_tokens=False)
     assert len(stop_ids) > 1, "the test needs a stop string that spans several tokens"
     matcher = StopMatcher(tok, ["</python>", "</search>"])
