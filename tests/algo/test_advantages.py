@@ -42,8 +42,7 @@ def token_adv_reference(row_adv, mask, kinds, parents, splits, boost=None, d=0.9
             credits = []
             for b in range(n):
                 if kinds[b] == "branch" and int(parents[b]) == p and min(int(splits[b]), length - 1) >= t:
-                    s = min(int(splits[b]), length - 1)
-                    m = 1.0 if boost is None else 1.0 + float(boost[b]) * d ** (s - t)
+                    m = 1.0 if boost is None else 1.0 + float(boost[b]) * d ** (int(splits[b]) - t)
                     credits.append(float(row_adv[b]) * m)
             out[p, t] = float(row_adv[p]) + (sum(credits) / len(credits) if credits else 0.0)
     return out
@@ -268,3 +267,22 @@ def test_advantage_mode_boosts_credit_near_the_split():
     # A = â_p + â_b·M_t with M = (1.81, 1.9, 2.0, 1, 1, 1) on t ≤ s, â_p beyond
     assert adv[0].tolist() == pytest.approx([1.81, 1.9, 2.0, 0.0, 0.0, 0.0], abs=1e-6)
     assert (adv[1] == 0).all()
+
+
+@given(n_prompts=st.integers(1, 2), n0=st.integers(1, 3), k=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_reference_mode_matches_loop_reference(n_prompts, n0, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    length = 7
+    kinds, _uids, parents, splits, _mask = random_batch(g, n_prompts, n0, k, length)
+    scores = torch.randn(len(kinds), generator=g)
+    rs = reward_scale_factors(scores, parents, splits, length, discount=0.8, mode="reference")
+    branch_rows = [b for b in range(len(kinds)) if kinds[b] == "branch"]
+    bs_max = max(float(scores[b]) for b in branch_rows)
+    for p in range(len(kinds)):
+        mine = [b for b in branch_rows if int(parents[b]) == p]
+        if kinds[p] == "branch" or not mine or bs_max <= 0:
+            assert rs.token_factors[p].tolist() == [1.0] * length
+            continue
+        ms = [m_reference(float(scores[b]), int(splits[b]), bs_max, 0.8, length) for b in mine]
+        want = [sum(m[t] for m in ms) / len(ms) for t in range(length)]
+        assert rs.token_factors[p].tolist() == pytest.approx(want, abs=1e-5)

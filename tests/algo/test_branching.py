@@ -282,3 +282,53 @@ def test_selection_skips_non_finite_scores_and_validates_input():
         select_branch_points(bs, bs, bs, torch.ones(1, 3, dtype=torch.bool), ["u", "v"], 2)
     with pytest.raises(ValueError, match="budget"):
         select_branch_points(bs, bs, bs, torch.ones(1, 3, dtype=torch.bool), ["u"], -1)
+
+
+@given(
+    rows=st.integers(1, 3),
+    length=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    n_stops=st.integers(0, 2),
+)
+def test_candidate_mask_matches_loop_reference(rows, length, seed, n_stops):
+    g = torch.Generator().manual_seed(seed)
+    vocab = 6
+    ids = torch.randint(0, vocab, (rows, length), generator=g)
+    loss = torch.rand(rows, length, generator=g) > 0.2
+    table = torch.rand(vocab, generator=g) > 0.7
+    stops = [torch.randint(0, vocab, (int(torch.randint(1, 3, (1,), generator=g)),), generator=g).tolist()]
+    stops = stops * n_stops
+    eos = [5]
+    got = branch_candidate_mask(ids, loss, whitespace_table=table, eos_token_ids=eos, stop_sequences=stops)
+    for j in range(rows):
+        for t in range(length):
+            completes = any(t + 1 >= len(s) and ids[j, t + 1 - len(s) : t + 1].tolist() == s for s in stops)
+            want = bool(loss[j, t]) and not bool(table[ids[j, t]]) and int(ids[j, t]) not in eos
+            want = want and not completes and t <= length - 2
+            assert bool(got[j, t]) == want
+
+
+def _default_tokenizer_available() -> bool:
+    try:
+        from appo.models.default import default_tokenizer_dir
+
+        return (default_tokenizer_dir() / "tokenizer.json").exists()
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(
+    not _default_tokenizer_available(), reason="SmolLM2 tokenizer not cached locally (offline)"
+)
+def test_whitespace_table_with_real_tokenizer():
+    from transformers import AutoTokenizer
+
+    from appo.models.default import default_tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(default_tokenizer_dir(), local_files_only=True)
+    table = whitespace_token_table(tok)
+    ids = tok.encode(" hello \n\n world.", add_special_tokens=False)
+    for i in ids:
+        assert bool(table[i]) == (tok.decode([i]).strip() == "")
+    assert not table[tok.encode("hello", add_special_tokens=False)[0]]
+    assert table[tok.encode("\n\n", add_special_tokens=False)[0]]

@@ -162,7 +162,10 @@ def appo_token_advantages(
                     f"appo_token_advantages: branch_boost must be [{n_rows}], got {tuple(branch_boost.shape)}"
                 )
             boosted = torch.zeros(n_rows * length, dtype=torch.float64, device=adv.device)
-            boosted.index_add_(0, flat, b_adv * branch_boost[b_rows].double())
+            # a split beyond L−1 is binned at L−1 with its extra decay d^{s−(L−1)} folded in
+            overshoot = (splits.long()[b_rows] - b_spl).double()
+            weight = branch_boost[b_rows].double() * torch.pow(torch.tensor(float(boost_discount)), overshoot)
+            boosted.index_add_(0, flat, b_adv * weight)
             credit = credit + discounted_future_sum(boosted.view(n_rows, length), boost_discount)
         mean_credit = torch.where(cover > 0, credit / cover.clamp(min=1.0), torch.zeros_like(credit))
         out = out + mean_credit.to(dtype)
@@ -240,9 +243,14 @@ def reward_scale_factors(
         return RewardScale(token_factors, beta.float(), discount)
     b_rows = is_branch.nonzero(as_tuple=True)[0]
     b_par = par[b_rows]
-    b_spl = splits.long()[b_rows].clamp(max=length - 1)
+    raw_spl = splits.long()[b_rows]
+    b_spl = raw_spl.clamp(max=length - 1)
     hist = torch.zeros(n_rows * length, dtype=torch.float64, device=device)
-    hist.index_add_(0, b_par * length + b_spl, beta[b_rows])
+    # M uses d^{s−t} with the raw s even when s > L−1: fold d^{s−(L−1)} into the bin at L−1
+    overshoot = (raw_spl - b_spl).double()
+    hist.index_add_(
+        0, b_par * length + b_spl, beta[b_rows] * torch.pow(torch.tensor(float(discount)), overshoot)
+    )
     n_branches = torch.zeros(n_rows, dtype=torch.float64, device=device).index_add_(
         0, b_par, torch.ones_like(b_par, dtype=torch.float64)
     )
