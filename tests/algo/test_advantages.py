@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appo.algo import appo_token_advantages, group_advantages, reward_scale_factors
+
+# hypothesis settings local to this file (no global profile: other test dirs are unaffected)
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 # ------------------------------------------------------------------------------------------------ references
 
@@ -79,6 +82,7 @@ def random_batch(g, n_prompts, n0, k, length):
 # ------------------------------------------------------------------------------------------------ base advantages
 
 
+@FAST
 @given(n=st.integers(1, 12), n_uids=st.integers(1, 4), norm=st.booleans(), seed=st.integers(0, 10_000))
 def test_group_advantages_match_reference(n, n_uids, norm, seed):
     g = torch.Generator().manual_seed(seed)
@@ -134,6 +138,7 @@ def test_worked_example_section_1_9():
 # ------------------------------------------------------------------------------------------------ token advantages
 
 
+@FAST
 @given(
     n_prompts=st.integers(1, 3),
     n0=st.integers(1, 3),
@@ -155,6 +160,7 @@ def test_token_advantages_match_dense_reference(n_prompts, n0, k, length, seed, 
     assert (got[is_branch] == 0).all() and (got[~mask] == 0).all()
 
 
+@FAST
 @given(n_prompts=st.integers(1, 3), n0=st.integers(1, 3), k=st.integers(1, 4), seed=st.integers(0, 10_000))
 def test_shuffling_rows_gives_identical_per_row_advantages(n_prompts, n0, k, seed):
     """Invariant 2: advantages follow the rows under any permutation (parents remapped)."""
@@ -269,6 +275,7 @@ def test_advantage_mode_boosts_credit_near_the_split():
     assert (adv[1] == 0).all()
 
 
+@FAST
 @given(n_prompts=st.integers(1, 2), n0=st.integers(1, 3), k=st.integers(1, 4), seed=st.integers(0, 10_000))
 def test_reference_mode_matches_loop_reference(n_prompts, n0, k, seed):
     g = torch.Generator().manual_seed(seed)

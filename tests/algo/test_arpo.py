@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appo.algo import arpo_branch_decision, arpo_plan_branches, arpo_round_entropy
+
+# hypothesis settings local to this file (no global profile: other test dirs are unaffected)
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 
 def pooled_reference(topk_rows, vocab_size):
@@ -21,6 +24,7 @@ def pooled_reference(topk_rows, vocab_size):
     return out
 
 
+@FAST
 @given(n_rows=st.integers(1, 3), seed=st.integers(0, 10_000))
 def test_round_entropy_from_topk_matches_pooled_formula(n_rows, seed):
     g = torch.Generator().manual_seed(seed)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appo.algo import (
@@ -18,6 +18,9 @@ from appo.algo import (
     stop_sequence_completion_mask,
     whitespace_token_table,
 )
+
+# hypothesis settings local to this file (no global profile: other test dirs are unaffected)
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 # ------------------------------------------------------------------------------------------------ z-scores
 
@@ -36,6 +39,7 @@ def zscore_reference(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@FAST
 @given(rows=st.integers(1, 4), length=st.integers(1, 30), seed=st.integers(0, 10_000))
 def test_masked_zscore_matches_reference(rows, length, seed):
     g = torch.Generator().manual_seed(seed)
@@ -223,6 +227,7 @@ def test_budget_is_per_prompt_and_rows_may_get_zero_or_all():
     assert [p.row for p in pts if p.uid == "a"] == [0, 0, 0]
 
 
+@FAST
 @given(
     rows=st.integers(1, 6),
     length=st.integers(1, 12),
@@ -249,6 +254,7 @@ def test_selection_matches_reference(rows, length, budget, n_uids, seed):
         assert n_sel == (budget if eligible else 0)
 
 
+@FAST
 @given(
     rows=st.integers(2, 7), length=st.integers(2, 10), budget=st.integers(1, 6), seed=st.integers(0, 10_000)
 )
@@ -284,6 +290,7 @@ def test_selection_skips_non_finite_scores_and_validates_input():
         select_branch_points(bs, bs, bs, torch.ones(1, 3, dtype=torch.bool), ["u"], -1)
 
 
+@FAST
 @given(
     rows=st.integers(1, 3),
     length=st.integers(1, 12),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appo.algo import logprobs_and_entropy
+
+# hypothesis settings local to this file (no global profile: other test dirs are unaffected)
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 
 def naive(hidden, weight, targets, temperature=1.0, bias=None):
@@ -21,6 +24,7 @@ def naive(hidden, weight, targets, temperature=1.0, bias=None):
     return logp, entropy
 
 
+@FAST
 @given(
     b=st.integers(1, 3),
     length=st.integers(1, 9),

@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appo.algo import LOSS_AGG_MODES, aggregate_loss, kl_penalty, policy_loss
+
+# hypothesis settings local to this file (no global profile: other test dirs are unaffected)
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 CFG = dict(
     clip_ratio_low=0.2,
@@ -87,6 +90,7 @@ def random_inputs(g, rows, length, spread):
     return old, lp, adv, mask
 
 
+@FAST
 @given(
     rows=st.integers(1, 4),
     length=st.integers(1, 12),
@@ -218,6 +222,7 @@ def test_vanilla_loss_hand_values():
     assert m["pg_clipfrac"].item() == pytest.approx(1 / 3)
 
 
+@FAST
 @given(
     rows=st.integers(1, 4),
     length=st.integers(1, 10),

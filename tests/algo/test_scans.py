@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appo.algo import discounted_future_sum, future_values
+
+# hypothesis settings local to this file (no global profile: other test dirs are unaffected)
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 
 def dense_reference(x: torch.Tensor, gamma: float, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,6 +68,7 @@ def test_long_sequences_match_reference_to_1e5_relative(gamma):
     assert ((out.double() - ref).abs() / scale.clamp(min=1e-12)).max().item() < 1e-5
 
 
+@FAST
 @given(
     rows=st.integers(1, 3),
     length=st.integers(1, 70),
@@ -123,6 +127,7 @@ def reference_future_values(cur, roll, mask, gamma, eps):
     return v
 
 
+@FAST
 @given(
     length=st.integers(1, 40),
     gamma=st.sampled_from([1.0, 0.95]),
