@@ -48,6 +48,17 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class SyntheticDataConfig:
+    """The seeded synthetic tool tasks used when a files list names "synthetic"."""
+
+    n_python: int = 64
+    n_search: int = 64
+    seed: int = 0
+    # Tasks of each kind held out (the last ones generated) as the validation set.
+    val_size: int = 8
+
+
+@dataclass
 class DataConfig:
     # "synthetic" is the seeded tool-task generator (no files needed); otherwise parquet/jsonl paths.
     train_files: list[str] = field(default_factory=lambda: ["synthetic"])
@@ -61,6 +72,7 @@ class DataConfig:
     shuffle: bool = True
     seed: int = 1
     skip_bad_rows: bool = False
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     # Optional override of the system prompt stored in the data (None keeps the data's own).
     system_prompt: str | None = None
 
@@ -104,6 +116,8 @@ class ModelConfig:
     enable_gradient_checkpointing: bool = True
     use_remove_padding: bool = False
     trust_remote_code: bool = False
+    # Start from a cold-start SFT of `path` made with the sft.* settings (cached; built on first use).
+    sft_warm_start: bool = False
 
 
 @dataclass

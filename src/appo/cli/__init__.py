@@ -31,13 +31,15 @@ def _root(
 
 
 def _register() -> None:
-    from appo.cli import config_cmd, data_cmd, model_cmd, search_cmd, tool_cmd
+    from appo.cli import config_cmd, data_cmd, model_cmd, search_cmd, tool_cmd, train_cmd
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(model_cmd.app, name="model")
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(tool_cmd.app, name="tool")
     app.add_typer(search_cmd.app, name="search")
+    app.command("train")(train_cmd.train)
+    app.command("report")(train_cmd.report)
 
 
 _register()

@@ -145,6 +145,32 @@ class _Row:
         self.queries: set[tuple[str, str]] = set()
         self.pending_call: tuple[str, str, int] | None = None
         self.active = True
+        self.initial_entropy: float | None = None  # ARPO's H0 of this trajectory
+        self.last_entropy: float | None = None
+
+    def copy(self) -> _Row:
+        """An independent continuation of this row's full current state (ARPO)."""
+        t = self.traj
+        traj = Trajectory(
+            prompt_ids=list(t.prompt_ids),
+            response_ids=list(t.response_ids),
+            loss_mask=list(t.loss_mask),
+            logprobs=list(t.logprobs),
+            entropies=list(t.entropies),
+            tool_calls=list(t.tool_calls),
+            uid=t.uid,
+            sample=dict(t.sample),
+            rounds=t.rounds,
+            call_count=t.call_count,
+            branch_kind="arpo",
+            split=len(t.response_ids) - 1,
+        )
+        traj.session = t.session.fork() if t.session is not None else None
+        row = _Row(traj, self.seq.fork())
+        row.queries = set(self.queries)
+        row.active = self.active
+        row.initial_entropy = self.initial_entropy
+        return row
 
 
 def _start_rows(
@@ -209,9 +235,16 @@ def run_rollouts(
     runtime: Any | None,
     cfg: LoopConfig,
     generator: torch.Generator | None = None,
+    arpo: dict[str, Any] | None = None,
 ) -> RolloutResult:
     """Run every request through the tool loop; returns trajectories in request order (sessions left
-    open so branches can fork them — call :meth:`Trajectory.close` when done) and rollout metrics."""
+    open so branches can fork them — call :meth:`Trajectory.close` when done) and rollout metrics.
+
+    ``arpo`` (keys ``n``, ``beam_size``, ``branch_probability``, ``entropy_weight``) turns on ARPO's
+    rollout (spec Appendix A): after each tool round an active trajectory is copied — tokens, masks,
+    tool state — when the entropy of the round's first tokens rose against the trajectory's first round;
+    each prompt (``uid``) is filled up to ``n`` rows (fresh rows from the prompt when none is active)
+    and trimmed to its first ``n``. Copies get ``branch_kind="arpo"`` and ``split`` = the copy point."""
     tokenizer = engine.tokenizer
     if generator is None:
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -331,7 +364,13 @@ def run_rollouts(
             t0 = time.perf_counter()
             _execute(calls, runtime, cfg, tokenizer, budget)
             tool_time += time.perf_counter() - t0
+        if arpo is not None:
+            _arpo_round(
+                rows, active, outs, arpo, engine, requests, cfg, tokenizer, generator, runtime is not None
+            )
 
+    if arpo is not None:
+        rows = _arpo_finish(rows, int(arpo["n"]))
     trajectories = []
     for r in rows:
         r.traj.text = tokenizer.decode(r.traj.response_ids, skip_special_tokens=False)
@@ -418,4 +457,78 @@ def _metrics(
         out[f"rollout/finish/{reason}"] = count / n
     for tag, count in Counter(c.tag for t in trajs for c in t.tool_calls).items():
         out[f"rollout/calls/{tag}"] = count / n
+    return out
+
+
+def _arpo_round(
+    rows: list[_Row],
+    sampled: list[_Row],
+    outs: Sequence[Any],
+    arpo: dict[str, Any],
+    engine: Engine,
+    requests: Sequence[RolloutRequest],
+    cfg: LoopConfig,
+    tokenizer: Any,
+    generator: torch.Generator,
+    use_tools: bool,
+) -> None:
+    """ARPO after a round: entropy of the round's first tokens vs the trajectory's H0 decides copies."""
+    from appo.algo import arpo_plan_branches, arpo_round_entropy
+
+    vocab = len(tokenizer)
+    width = max((len(o.entropies) for o in outs), default=0)
+    if width:
+        ent = torch.zeros(len(outs), width)
+        valid = torch.zeros(len(outs), width, dtype=torch.bool)
+        for i, o in enumerate(outs):
+            ent[i, : len(o.entropies)] = torch.tensor(o.entropies)
+            valid[i, : len(o.entropies)] = True
+        now = arpo_round_entropy(vocab_size=vocab, token_entropies=ent, mask=valid).tolist()
+        for row, h in zip(sampled, now, strict=True):
+            if row.initial_entropy is None:
+                row.initial_entropy = h
+            row.last_entropy = h
+    per_uid = Counter(r.traj.uid for r in rows)
+    candidates = [r for r in rows if r.active and r.traj.tool_calls and r.last_entropy is not None]
+    delta = [(r.last_entropy or 0.0) - (r.initial_entropy or 0.0) for r in candidates]
+    picks = arpo_plan_branches(
+        delta,
+        [r.traj.uid for r in candidates],
+        [True] * len(candidates),
+        dict(per_uid),
+        int(arpo["n"]),
+        beam_size=int(arpo["beam_size"]),
+        entropy_weight=float(arpo["entropy_weight"]),
+        branch_probability=float(arpo["branch_probability"]),
+        generator=generator,
+    )
+    for index in picks:
+        rows.append(candidates[index].copy())
+    # A prompt without an active row and fewer than n rows gets one fresh row per round.
+    per_uid = Counter(r.traj.uid for r in rows)
+    active_uids = {r.traj.uid for r in rows if r.active}
+    for req in requests:
+        if per_uid[req.uid] < int(arpo["n"]) and req.uid not in active_uids and req.parent is None:
+            fresh = _start_rows(engine, [req], cfg, tokenizer, use_tools)[0]
+            rows.append(fresh)
+            per_uid[req.uid] += 1
+            active_uids.add(req.uid)
+
+
+def _arpo_finish(rows: list[_Row], n: int) -> list[_Row]:
+    """Each prompt keeps its first n rows, duplicating its last row when it has fewer."""
+    by_uid: dict[str, list[_Row]] = {}
+    for r in rows:
+        by_uid.setdefault(r.traj.uid, []).append(r)
+    out: list[_Row] = []
+    for group in by_uid.values():
+        for extra in group[n:]:
+            extra.traj.close()
+        group = group[:n]
+        while len(group) < n:
+            dup = group[-1].copy()
+            dup.traj.finish_reason = group[-1].traj.finish_reason
+            dup.traj.text = group[-1].traj.text
+            group.append(dup)
+        out.extend(group)
     return out
