@@ -166,5 +166,5 @@ def test_impossible_configuration_fails_before_work(overrides, tmp_path):
     with pytest.raises(ConfigError, match="initial_rollouts"):
         load_config(None, overrides("appo", "actor_rollout_ref.rollout.initial_rollouts=4"))
     cfg = load_config(None, overrides("appo", f"data.train_files=[{tmp_path / 'missing.parquet'}]"))
-    with pytest.raises(ConfigError, match="missing.parquet"):
+    with pytest.raises(ConfigError, match=r"missing\.parquet"):
         train(cfg)
