@@ -31,7 +31,7 @@ def _root(
 
 
 def _register() -> None:
-    from appo.cli import config_cmd, data_cmd, model_cmd, search_cmd, tool_cmd, train_cmd
+    from appo.cli import config_cmd, data_cmd, generate_cmd, model_cmd, search_cmd, tool_cmd, train_cmd
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(model_cmd.app, name="model")
@@ -40,10 +40,15 @@ def _register() -> None:
     app.add_typer(search_cmd.app, name="search")
     app.command("train")(train_cmd.train)
     app.command("report")(train_cmd.report)
+    app.command("generate")(generate_cmd.generate)
 
 
 _register()
 
 
 def main() -> None:
+    # transformers' per-file loading bars drown our own progress display.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     app()

@@ -343,7 +343,6 @@ class RLTrainer:
         self.total_steps = _total_steps(cfg, len(self.data))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.total_steps))
 
-        from appo.rewards import get_reward, reward_for_source
         from appo.tools import build_tools
 
         tools_cfg = OmegaConf.to_container(rollout.tools, resolve=True)
@@ -352,13 +351,7 @@ class RLTrainer:
             search.setdefault("params", {})["corpus"] = str(corpus)
         self.registry = build_tools(tools_cfg)
         self.runtime = self.registry.runtime()
-        reward_cfg = cfg.custom_reward_function
-        self.reward_fn = (
-            get_reward(reward_cfg.path, reward_cfg.name)
-            if reward_cfg.path
-            else (get_reward(reward_cfg.name) if reward_cfg.name != "auto" else None)
-        )
-        self.reward_for_source = reward_for_source
+        self.reward_fn = make_reward_fn(cfg)
         self.engine = HFEngine(self.model, self.tokenizer)
         self.loop_cfg = LoopConfig.from_config(cfg, seed=seed)
         self.val_loop_cfg = LoopConfig.from_config(cfg, validation=True, seed=seed)
@@ -422,13 +415,7 @@ class RLTrainer:
     # ----------------------------------------------------------------------------------------- rewards
 
     def score(self, traj: Trajectory) -> tuple[float, dict[str, Any]]:
-        sample = traj.sample
-        fn = self.reward_fn or self.reward_for_source(sample.get("data_source"))
-        text = self.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
-        result = fn(
-            text, sample["ground_truth"], data_source=sample.get("data_source"), ability=sample.get("ability")
-        )
-        return float(result.score), dict(result.components)
+        return score_trajectory(self.reward_fn, traj, self.tokenizer)
 
     # ----------------------------------------------------------------------------------------- the step
 
@@ -723,6 +710,26 @@ def _reward_metrics(
 
 
 # --------------------------------------------------------------------------------------------- setup helpers
+
+
+def make_reward_fn(cfg: DictConfig) -> Callable[..., Any]:
+    """The reward of ``custom_reward_function``: a built-in name, ``module:function``, or VERL's path + name."""
+    from appo.rewards import get_reward
+
+    reward_cfg = cfg.custom_reward_function
+    return get_reward(reward_cfg.path, reward_cfg.name) if reward_cfg.path else get_reward(reward_cfg.name)
+
+
+def score_trajectory(
+    fn: Callable[..., Any], traj: Trajectory, tokenizer: Any
+) -> tuple[float, dict[str, Any]]:
+    """Reward of one row: its response decoded without special tokens (as the reference reward manager)."""
+    sample = traj.sample
+    text = tokenizer.decode(traj.response_ids, skip_special_tokens=True)
+    result = fn(
+        text, sample["ground_truth"], data_source=sample.get("data_source"), ability=sample.get("ability")
+    )
+    return float(result.score), dict(result.components)
 
 
 def _model_path(cfg: DictConfig) -> str:
