@@ -32,7 +32,7 @@ def generate(
     n: int = typer.Option(1, "--n", help="Samples per question."),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding (validation settings)."),
     entropy: bool = typer.Option(False, "--entropy", help="Colour each sampled token by its entropy."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the summary."),
+    quiet: bool = typer.Option(False, "--quiet", help="Only print the summary."),
     output: Path = typer.Option(None, "--output", "-o", help="Write every trajectory as jsonl here."),
 ) -> None:
     """Check a model and its tools by eye: tool calls, results, answer, reward, optionally entropy."""
@@ -45,6 +45,10 @@ def generate(
     from appo.tools import build_tools
     from appo.train.rl import make_reward_fn, score_trajectory
 
+    if question and _looks_like_override(question):
+        # `appo generate --synthetic 4 data.max_response_length=64`: the first override lands in QUESTION.
+        overrides = [question, *(overrides or [])]
+        question = None
     cfg = resolve_config(config, overrides)
     console = Console()
     examples: list[dict[str, Any]] = []
@@ -134,6 +138,13 @@ def generate(
     table.add_row("tool calls / trajectory", f"{result.metrics['rollout/tool_calls_per_trajectory']:.2f}")
     table.add_row("tokens / s (sampling)", f"{result.metrics['rollout/tokens_per_s']:.1f}")
     console.print(table)
+
+
+def _looks_like_override(text: str) -> bool:
+    from appo.config import AppoConfig
+
+    key, sep, _ = text.partition("=")
+    return bool(sep) and " " not in key and key.split(".")[0] in AppoConfig.__dataclass_fields__
 
 
 def _example(e: Any) -> dict[str, Any]:
