@@ -110,6 +110,9 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="torch CPU threads (1 is often fastest on a busy shared CPU)."
+    ),
     plots: bool = typer.Option(
         True, "--plots/--no-plots", help="PNG plots in summary.md (needs matplotlib)."
     ),
@@ -147,6 +150,10 @@ def run(
             model_name=model_name if endpoint is None else f"{served_model or model_name} @ {endpoint}",
             plots=plots,
         )
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         engine = _engine(model_name, endpoint, served_model, device, dtype)
         judge = _judge(judge_url, judge_model)

@@ -39,8 +39,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("f1", "F1", "pct"),
     ("math_equal", "math-eq", "pct"),
     ("llm_equal", "judge", "pct"),
-    ("python_calls", "python/q", "num"),
-    ("search_calls", "search/q", "num"),
+    ("python_calls", "python calls", "num"),
+    ("search_calls", "search calls", "num"),
     ("tokens_per_answer", "tokens/answer", "int"),
     ("format_failure_rate", "format-fail", "pct"),
     ("timeout_rate", "timeout", "pct"),
@@ -196,8 +196,8 @@ def write_reports(output: Path, summary: dict[str, Any], plots: bool = True) -> 
         f"- created {summary.get('created')}",
         "",
         "Rates in %. acc: mean correctness over samples (judge if configured, else math equivalence for "
-        "math benchmarks and EM for QA); pass@k: unbiased estimator averaged over questions; python/q, "
-        "search/q: tool calls per sample; tokens/answer: tokens the model generated per sample; "
+        "math benchmarks and EM for QA); pass@k: unbiased estimator averaged over questions; python calls, "
+        "search calls: tool calls per sample; tokens/answer: tokens the model generated per sample; "
         "tool-prod: the reference's tool productivity acc·T/(T+0.1)·100 (acc = judge, else math-eq / F1).",
         "",
         markdown_table(summary),
@@ -223,7 +223,7 @@ def write_reports(output: Path, summary: dict[str, Any], plots: bool = True) -> 
 def load_summary(run: Path) -> dict[str, Any]:
     """``summary.json`` of a run folder (or the file itself)."""
     path = Path(run)
-    if path.is_dir():
+    if path.suffix != ".json":
         path = path / "summary.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run} an `appo eval` output folder?")
