@@ -34,8 +34,12 @@ def user_errors() -> Iterator[None]:
     """Turn expected errors into one readable line: configuration problems exit 2, others 1."""
     from appo.config import ConfigError
 
+    import click
+
     try:
         yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
     except ConfigError as exc:
         raise fail(str(exc), code=2) from None
     except (FileNotFoundError, PermissionError, ValueError, RuntimeError) as exc:
