@@ -204,7 +204,7 @@ class OpenAICompletionsEngine:
         out.logprobs = self._logprobs(choice, len(tokens))
         out.entropies = [math.nan] * len(tokens)
         seq.extend(tokens)
-        seq.pending = seq.pending[-1:] if seq.pending else []
+        seq.pending = []  # nothing is cached client-side; the history is the prompt of the next round
         return out
 
     def _logprobs(self, choice: dict, count: int) -> list[float]:
