@@ -38,7 +38,7 @@ def user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
         raise
     except ConfigError as exc:
         raise fail(str(exc), code=2) from None
