@@ -168,12 +168,16 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
 class HFEngine:
     """Batched sampling on a ``transformers`` causal LM with per-sequence KV caches (CPU or CUDA)."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 64) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, max_batch_size: int = 64, prefill_tokens: int = 16384
+    ) -> None:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        # Upper bound on rows x padded width of one prefill forward pass.
+        self.prefill_tokens = prefill_tokens
         self.eos_token_ids = eos_ids_of(tokenizer, model)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._DynamicCache = DynamicCache
@@ -205,25 +209,79 @@ class HFEngine:
 
     @torch.no_grad()
     def prefill(self, seqs: Seq[Sequence]) -> None:
-        """Feed all pending tokens but the last into each sequence's cache (shared caches once)."""
-        done: dict[tuple[int, tuple[int, ...]], tuple[list, int]] = {}
+        """Feed all pending tokens but the last into each sequence's cache, batched.
+
+        Sequences that share a cache and the same pending tokens (forks of one prefix) are computed once.
+        A batch holds each sequence's cache left-padded and its new tokens right-aligned; the attention
+        mask marks the holes, and each cache is compacted back from the mask afterwards."""
+        unique: dict[tuple[int, tuple[int, ...]], list[Sequence]] = {}
         for seq in seqs:
-            if len(seq.pending) <= 1:
-                continue
-            key = (id(seq.cache), tuple(seq.pending[:-1]))
-            if key not in done:
-                cache = (
-                    self._DynamicCache(ddp_cache_data=seq.cache, config=self.model.config)
-                    if seq.cache
-                    else self._DynamicCache(config=self.model.config)
-                )
-                tokens = seq.pending[:-1]
-                ids = torch.tensor([tokens], device=self.device)
-                pos = torch.arange(seq.length, seq.length + len(tokens), device=self.device)[None]
-                self._forward(ids, cache, position_ids=pos)
-                done[key] = ([(layer.keys, layer.values) for layer in cache.layers], seq.length + len(tokens))
-            seq.cache, seq.length = done[key]
+            if len(seq.pending) > 1:
+                unique.setdefault((id(seq.cache), tuple(seq.pending[:-1])), []).append(seq)
+        items = list(unique.values())
+        start = 0
+        while start < len(items):
+            # Grow the group while the padded batch stays within the token budget.
+            end, width_c, width_n = start, 0, 0
+            while end < len(items):
+                head = items[end][0]
+                wc, wn = max(width_c, head.length), max(width_n, len(head.pending) - 1)
+                if end > start and (end - start + 1) * (wc + wn) > self.prefill_tokens:
+                    break
+                width_c, width_n, end = wc, wn, end + 1
+            self._prefill_group([group[0] for group in items[start:end]], width_c, width_n)
+            for group in items[start:end]:
+                for seq in group[1:]:
+                    seq.cache, seq.length, seq.pending = (
+                        group[0].cache,
+                        group[0].length,
+                        group[0].pending[-1:],
+                    )
+            start = end
+
+    def _prefill_group(self, seqs: list[Sequence], width_c: int, width_n: int) -> None:
+        device = self.device
+        rows = len(seqs)
+        cache = self._batched_cache(seqs, width_c)
+        ids = torch.full((rows, width_n), self.pad_token_id, dtype=torch.long, device=device)
+        attention = torch.zeros(rows, width_c + width_n, dtype=torch.long, device=device)
+        positions = torch.zeros(rows, width_n, dtype=torch.long, device=device)
+        for b, seq in enumerate(seqs):
+            new = seq.pending[:-1]
+            ids[b, width_n - len(new) :] = torch.tensor(new, device=device)
+            attention[b, width_c - seq.length : width_c] = 1
+            attention[b, width_c + width_n - len(new) :] = 1
+            positions[b, width_n - len(new) :] = torch.arange(
+                seq.length, seq.length + len(new), device=device
+            )
+        self._forward(ids, cache, attention_mask=attention, position_ids=positions)
+        for b, seq in enumerate(seqs):
+            keep = attention[b].bool()
+            seq.cache = [
+                (layer.keys[b : b + 1, :, keep], layer.values[b : b + 1, :, keep]) for layer in cache.layers
+            ]
+            seq.length = int(keep.sum())
             seq.pending = seq.pending[-1:]
+
+    def _batched_cache(self, seqs: list[Sequence], width: int) -> Any:
+        """One DynamicCache holding the sequences' caches left-padded to ``width`` (empty when width is 0)."""
+        template = next((s.cache for s in seqs if s.cache is not None), None)
+        layers = []
+        for layer in range(len(template) if template is not None and width else 0):
+            keys, values = [], []
+            for seq in seqs:
+                if seq.cache is not None:
+                    k, v = seq.cache[layer]
+                else:  # nothing in the cache yet: all padding
+                    k, v = template[layer][0][:, :, :0], template[layer][1][:, :, :0]
+                pad = width - seq.length
+                if pad:
+                    k = torch.cat([k.new_zeros(*k.shape[:2], pad, k.shape[3]), k], dim=2)
+                    v = torch.cat([v.new_zeros(*v.shape[:2], pad, v.shape[3]), v], dim=2)
+                keys.append(k)
+                values.append(v)
+            layers.append((torch.cat(keys), torch.cat(values)))
+        return self._DynamicCache(ddp_cache_data=layers or None, config=self.model.config)
 
     # ------------------------------------------------------------------------------------- sampling
 
@@ -289,26 +347,7 @@ class HFEngine:
             return
         # Left-pad the caches of the batch to a common width.
         width = max(seqs[i].length for i in rows)
-        template = next((seqs[i].cache for i in rows if seqs[i].cache is not None), None)
-        layers = []
-        for layer in range(len(template) if template is not None else 0):
-            keys, values = [], []
-            for i in rows:
-                seq = seqs[i]
-                # A sequence with nothing in its cache yet (a one-token prompt) is all padding here.
-                k, v = (
-                    seq.cache[layer]
-                    if seq.cache is not None
-                    else (template[layer][0][:, :, :0], template[layer][1][:, :, :0])
-                )
-                pad = width - seq.length
-                if pad:
-                    k = torch.cat([k.new_zeros(*k.shape[:2], pad, k.shape[3]), k], dim=2)
-                    v = torch.cat([v.new_zeros(*v.shape[:2], pad, v.shape[3]), v], dim=2)
-                keys.append(k)
-                values.append(v)
-            layers.append((torch.cat(keys), torch.cat(values)))
-        cache = self._DynamicCache(ddp_cache_data=layers or None, config=self.model.config)
+        cache = self._batched_cache([seqs[i] for i in rows], width)
         attention = torch.zeros(len(rows), width + 1, dtype=torch.long, device=device)
         for b, i in enumerate(rows):
             attention[b, width - seqs[i].length :] = 1
@@ -322,7 +361,7 @@ class HFEngine:
             )
             logits = out.logits[:, -1, :].float() / temperature
             logp = torch.log_softmax(logits, dim=-1)
-            entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
+            entropy = -(logp.exp() * logp).sum(-1)  # logits are unfiltered here, so logp is finite
             chosen = self._choose(logits, params, generator, [seqs[i] for i in active])
             chosen_lp = logp.gather(-1, chosen[:, None]).squeeze(-1)
             tokens, lps, ents = chosen.tolist(), chosen_lp.tolist(), entropy.tolist()
