@@ -35,6 +35,7 @@ def overrides(tiny_dir, tmp_path, reward_module, monkeypatch):
     def make(estimator: str = "appo", *extra: str) -> list[str]:
         values = [
             f"actor_rollout_ref.model.path={tiny_dir}",
+            "actor_rollout_ref.model.sft_warm_start=false",
             f"trainer.default_local_dir={tmp_path / estimator}",
             f"algorithm.adv_estimator={estimator}",
             "data.max_response_length=24",

@@ -31,13 +31,14 @@ def _root(
 
 
 def _register() -> None:
-    from appo.cli import config_cmd, data_cmd, generate_cmd, model_cmd, search_cmd, tool_cmd, train_cmd
+    from appo.cli import config_cmd, data_cmd, generate_cmd, model_cmd, search_cmd, sft_cmd, tool_cmd, train_cmd
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(model_cmd.app, name="model")
     app.add_typer(data_cmd.app, name="data")
     app.add_typer(tool_cmd.app, name="tool")
     app.add_typer(search_cmd.app, name="search")
+    app.command("sft")(sft_cmd.sft)
     app.command("train")(train_cmd.train)
     app.command("report")(train_cmd.report)
     app.command("generate")(generate_cmd.generate)
