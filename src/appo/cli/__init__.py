@@ -31,7 +31,17 @@ def _root(
 
 
 def _register() -> None:
-    from appo.cli import config_cmd, data_cmd, generate_cmd, model_cmd, search_cmd, sft_cmd, tool_cmd, train_cmd
+    from appo.cli import (
+        config_cmd,
+        data_cmd,
+        eval_cmd,
+        generate_cmd,
+        model_cmd,
+        search_cmd,
+        sft_cmd,
+        tool_cmd,
+        train_cmd,
+    )
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(model_cmd.app, name="model")
@@ -42,6 +52,7 @@ def _register() -> None:
     app.command("train")(train_cmd.train)
     app.command("report")(train_cmd.report)
     app.command("generate")(generate_cmd.generate)
+    app.add_typer(eval_cmd.app, name="eval")
 
 
 _register()

@@ -32,9 +32,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn expected errors into one readable line: configuration problems exit 2, others 1."""
-    from appo.config import ConfigError
-
     import click
+
+    from appo.config import ConfigError
 
     try:
         yield
