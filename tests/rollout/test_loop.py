@@ -170,3 +170,36 @@ def test_empty_call(tiny, python_runtime, policy, scripted_engine_class):
         assert t.tool_calls[0].ok is False and "empty" in t.tool_calls[0].result
         assert t.call_count == 0 and t.finish_reason == "eos"
     t.close()
+
+
+def test_arpo_copies_after_tool_results_and_fills_groups(scripted, python_runtime):
+    tok = scripted.tokenizer
+    requests = [RolloutRequest(prompt_ids=_prompt(tok), uid=f"u{i}") for i in range(2) for _ in range(2)]
+    # branch_probability 1.0: every attempt branches, so each group fills to n after the first tool round.
+    arpo = {"n": 4, "beam_size": 2, "branch_probability": 1.0, "entropy_weight": 0.2}
+    result = run_rollouts(scripted, requests, python_runtime, _cfg(), arpo=arpo)
+    trajs = result.trajectories
+    assert [t.uid for t in trajs].count("u0") == 4 and [t.uid for t in trajs].count("u1") == 4
+    copies = [t for t in trajs if t.branch_kind == "arpo"]
+    assert copies, "no ARPO copy was made"
+    for t in trajs:
+        t.check()
+        # Every copy continued with the Python state of its source: the second call still sees x = 42.
+        assert [c.result for c in t.tool_calls] == ["42", "43"]
+        assert t.kind == "init"
+        t.close()
+    for c in copies:
+        # The copy point is right after a tool result.
+        assert any(call.result_span[1] - 1 == c.split for call in c.tool_calls)
+
+
+def test_arpo_never_branches_with_probability_zero(scripted, python_runtime):
+    tok = scripted.tokenizer
+    requests = [RolloutRequest(prompt_ids=_prompt(tok), uid="u") for _ in range(2)]
+    arpo = {"n": 3, "beam_size": 2, "branch_probability": 0.0, "entropy_weight": 0.0}
+    result = run_rollouts(scripted, requests, python_runtime, _cfg(), arpo=arpo)
+    # No copies (u ~ U(0,1) > 0 almost surely); the third row is a fresh rollout or a duplicate.
+    assert len(result.trajectories) == 3
+    assert not [t for t in result.trajectories[:2] if t.branch_kind == "arpo"]
+    for t in result.trajectories:
+        t.close()
