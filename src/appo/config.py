@@ -38,6 +38,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATIONS = ("error", "left", "right")
 WARMUP_STYLES = ("constant", "cosine")
+LOGGERS = ("console", "jsonl", "tensorboard", "wandb")
 
 
 class ConfigError(ValueError):
@@ -705,6 +706,8 @@ def validate(cfg: DictConfig) -> None:
             "a tool name or class path",
             inst.class_path,
         )
+    for name in cfg.trainer.logger:
+        _check(name in LOGGERS, "trainer.logger", f"a list of {', '.join(LOGGERS)}", list(cfg.trainer.logger))
     _check(
         isinstance(cfg.data.train_files, ListConfig) and len(cfg.data.train_files) > 0,
         "data.train_files",

@@ -853,6 +853,15 @@ def train(
     if resume and latest is None:
         raise ConfigError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
     save_config(cfg, run_dir / "config.yaml")
+    from appo.train.metrics import MetricSinks
+
+    sinks = MetricSinks(
+        list(cfg.trainer.logger),
+        run_dir,
+        str(cfg.trainer.project_name),
+        str(cfg.trainer.experiment_name),
+        OmegaConf.to_container(cfg, resolve=True),
+    )
     trainer = RLTrainer(cfg, run_dir, progress=log)
     metrics_path = run_dir / "metrics.jsonl"
     samples_path = run_dir / "samples.jsonl"
@@ -877,6 +886,7 @@ def train(
                 if test_freq > 0 and (step % test_freq == 0 or step == total):
                     out.metrics.update(trainer.validate())
                 _append_jsonl(metrics_path, {"step": step, **out.metrics})
+                sinks.log(step, out.metrics)
                 _append_jsonl(
                     samples_path,
                     {
@@ -915,6 +925,7 @@ def train(
             tmp.replace(final)
     finally:
         trainer.close()
+        sinks.close()
     return run_dir
 
 
