@@ -6,7 +6,7 @@ Generation is a plain multi-turn tool loop of its own (HF ``generate`` in batche
 ``</python>`` / ``</search>`` / EOS, executing the call with the real tools and appending
 `` <result>\\n…\\n</result>``), greedy and sampled (T = 1, as RL rollouts).
 
-    python bench/sft_warmstart.py [--n 50] [--seed 777] [--force] [--skip-base] [--out bench/out]
+    python bench/sft_warmstart.py [--n 50] [--seed 777] [--force] [--skip-base] [--out runs/bench/sft_warmstart]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=777, help="seed of the fresh evaluation prompts")
     parser.add_argument("--force", action="store_true", help="retrain even if a cached warm start exists")
     parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base model")
-    parser.add_argument("--out", default="bench/out/sft_warmstart")
+    parser.add_argument("--out", default="runs/bench/sft_warmstart")
     parser.add_argument("overrides", nargs="*", help="overrides of the sft_default preset (sft.lr=…)")
     args = parser.parse_args()
 

@@ -29,11 +29,22 @@ def synthetic_traces():
 
 
 @pytest.fixture(scope="session")
-def overrides(tiny_dir: Path):
-    """``overrides(**sft_values)`` → dotted overrides of a tiny, fast SFT run on the tiny model."""
+def traces_file(tmp_path_factory: pytest.TempPathFactory, synthetic_traces) -> Path:
+    """The session's synthetic traces as an ARPO-SFT jsonl file (fast to load; no tools to run)."""
+    from appo.sft import write_conversations
+
+    return write_conversations(synthetic_traces, tmp_path_factory.mktemp("data") / "traces.jsonl")
+
+
+@pytest.fixture(scope="session")
+def overrides(tiny_dir: Path, traces_file: Path):
+    """``overrides(**sft_values)`` → dotted overrides of a tiny, fast SFT run on the tiny model
+    (training data: the session's synthetic traces file)."""
 
     def make(**sft: object) -> list[str]:
-        return _tiny_overrides(tiny_dir, **sft)
+        values: dict[str, object] = {"train_files": f"[{traces_file}]"}
+        values.update(sft)
+        return _tiny_overrides(tiny_dir, **values)
 
     return make
 
@@ -42,7 +53,7 @@ def _tiny_overrides(model_dir: Path, **sft: object) -> list[str]:
     values: dict[str, object] = {
         "synthetic.n_python": 4,
         "synthetic.n_search": 4,
-        "max_steps": 4,
+        "max_steps": 2,
         "micro_batch_size": 2,
         "save_every": 2,
         "eval_every": 2,
@@ -55,5 +66,7 @@ def _tiny_overrides(model_dir: Path, **sft: object) -> list[str]:
     return [
         f"actor_rollout_ref.model.path={model_dir}",
         "trainer.device=cpu",
+        # a short system prompt keeps the tiny runs fast (the RL prompt is ~260 tokens)
+        "data.system_prompt=You are a tool user.",
         *(f"sft.{k}={v}" for k, v in values.items()),
     ]

@@ -112,3 +112,22 @@ def test_tool_results_get_gradient_with_reference_parity(tiny):
     g = _logit_grads(model, batch, True)
     tool_pos = [p - 1 for p, k in enumerate(encs[0].kinds) if k == 2]
     assert tool_pos and all(g[0, p] > 0 for p in tool_pos)
+
+
+def test_shared_prefix_forward_gives_the_same_loss_and_gradients(tiny, synthetic_traces):
+    """Rows sharing the system prompt: one prefix forward + repeated KV cache == the plain forward."""
+    from appo.sft.trainer import MIN_SHARED_PREFIX, shared_prefix_length
+
+    model, tokenizer = tiny
+    encs = [encode_conversation(c, tokenizer) for c in synthetic_traces[:3]]
+    batch = collate(encs, tokenizer.pad_token_id)
+    assert shared_prefix_length(batch) > MIN_SHARED_PREFIX
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        loss, n = sft_loss(model, batch, share_prefix=share)
+        (loss / n).backward()
+        results.append((float(loss.detach()), [p.grad.clone() for p in model.parameters()]))
+    (l0, g0), (l1, g1) = results
+    assert abs(l0 - l1) <= 1e-4 * abs(l0)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g0, g1, strict=True))

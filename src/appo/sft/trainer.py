@@ -120,24 +120,60 @@ def sft_section_hash(cfg: DictConfig, extra: dict[str, Any] | None = None) -> st
 # ----------------------------------------------------------------------------------------- loss
 
 
-def sft_loss(model: Any, batch: MicroBatch, *, use_logits_to_keep: bool = True) -> tuple[torch.Tensor, int]:
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(batch: MicroBatch) -> int:
+    """Length of the token prefix all rows share (and that is real text in every row)."""
+    ids = batch.input_ids
+    if ids.shape[0] < 2:
+        return 0
+    same = (ids == ids[:1]).all(dim=0).long().cumprod(dim=0)
+    return min(int(same.sum()), int(batch.attention_mask.sum(dim=1).min()))
+
+
+def _cache_kwarg(model: Any) -> str | None:
+    params = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+def sft_loss(
+    model: Any, batch: MicroBatch, *, use_logits_to_keep: bool = True, share_prefix: bool = False
+) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over trained tokens (labels != -100, shifted by one) and their count.
 
     Logits are computed only from the first position that predicts a trained token onwards
-    (``logits_to_keep``), so the LM head skips the (masked) prompt."""
+    (``logits_to_keep``), so the LM head skips the (masked) prompt. With ``share_prefix`` the prefix
+    that every row shares (e.g. the system prompt) runs once and its KV cache is repeated for the
+    rows — the same logits and gradients (gradients flow through the shared cache), less compute."""
     labels = batch.labels[:, 1:]
     trained = labels != IGNORE_INDEX
     n = int(trained.sum())
     width = batch.input_ids.shape[1]
     cols = trained.any(dim=0).nonzero()
     first = int(cols[0]) if len(cols) else width - 1
+    prefix = min(shared_prefix_length(batch), first) if share_prefix else 0
+    cache_name = _cache_kwarg(model) if prefix >= MIN_SHARED_PREFIX else None
     kwargs: dict[str, Any] = {}
     if use_logits_to_keep:
         kwargs["logits_to_keep"] = width - first
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **kwargs)
-    logits = out.logits
-    if not use_logits_to_keep:
-        logits = logits[:, first:]
+    if cache_name is not None:
+        head = model(input_ids=batch.input_ids[:1, :prefix], use_cache=True, logits_to_keep=1)
+        cache = getattr(head, cache_name, None)
+        if cache is None:
+            cache = head.past_key_values
+        cache.batch_repeat_interleave(batch.input_ids.shape[0])
+        kwargs[cache_name] = cache
+        out = model(
+            input_ids=batch.input_ids[:, prefix:],
+            attention_mask=batch.attention_mask,
+            use_cache=True,
+            **kwargs,
+        )
+        logits = out.logits if use_logits_to_keep else out.logits[:, first - prefix :]
+    else:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **kwargs)
+        logits = out.logits if use_logits_to_keep else out.logits[:, first:]
     logits = logits[:, :-1].float()
     target = labels[:, first:]
     loss = torch.nn.functional.cross_entropy(
@@ -242,6 +278,11 @@ class SFTRecipe:
         self.model.config.use_cache = False
         self.model.train()
         self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        # one forward of the prefix all rows of a micro-batch share (the system prompt); needs the KV
+        # cache, which gradient checkpointing turns off
+        self._share_prefix = (
+            self._logits_to_keep and not s.gradient_checkpointing and _cache_kwarg(self.model) is not None
+        )
 
         self._setup_data()
 
@@ -439,7 +480,9 @@ class SFTRecipe:
         self.optimizer.zero_grad(set_to_none=True)
         for b in batches:
             with self._autocast():
-                loss, _ = sft_loss(self.model, b, use_logits_to_keep=self._logits_to_keep)
+                loss, _ = sft_loss(
+                    self.model, b, use_logits_to_keep=self._logits_to_keep, share_prefix=self._share_prefix
+                )
             (loss / max(1, n_total)).backward()
             loss_sum += float(loss.detach())
             tokens += int(b.attention_mask.sum())
@@ -469,7 +512,12 @@ class SFTRecipe:
         for j in range(0, len(order), mbs):
             batch = collate([self.val_set[i] for i in order[j : j + mbs]], self.pad_id).to(self.device)
             with self._autocast():
-                loss, k = sft_loss(self.model, batch, use_logits_to_keep=self._logits_to_keep)
+                loss, k = sft_loss(
+                    self.model,
+                    batch,
+                    use_logits_to_keep=self._logits_to_keep,
+                    share_prefix=self._share_prefix,
+                )
             total, n = total + float(loss), n + k
         self.model.train()
         return total / max(1, n)
