@@ -481,6 +481,9 @@ def summarize(
         if values and len(values) == len(filled) and key not in ("questions", "samples", "n"):
             finite = [float(v) for v in values if not math.isnan(float(v))]
             macro[key] = sum(finite) / len(finite) if finite else math.nan
+    ns = {m.get("n") for m in filled}
+    if len(ns) == 1:
+        macro["n"] = ns.pop()
     return {
         "run": meta,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
