@@ -157,13 +157,17 @@ def sft_loss(
     kwargs: dict[str, Any] = {}
     if use_logits_to_keep:
         kwargs["logits_to_keep"] = width - first
+    cache = None
     if cache_name is not None:
         head = model(input_ids=batch.input_ids[:1, :prefix], use_cache=True, logits_to_keep=1)
         cache = getattr(head, cache_name, None)
         if cache is None:
-            cache = head.past_key_values
+            cache = getattr(head, "past_key_values", None)
+        if not hasattr(cache, "batch_repeat_interleave"):
+            cache = None  # a model whose cache cannot be repeated: plain forward
+    if cache is not None:
         cache.batch_repeat_interleave(batch.input_ids.shape[0])
-        kwargs[cache_name] = cache
+        kwargs[str(cache_name)] = cache
         out = model(
             input_ids=batch.input_ids[:, prefix:],
             attention_mask=batch.attention_mask,
