@@ -315,24 +315,10 @@ def test_candidate_mask_matches_loop_reference(rows, length, seed, n_stops):
             assert bool(got[j, t]) == want
 
 
-def _default_tokenizer_available() -> bool:
-    try:
-        from appo.models.default import default_tokenizer_dir
-
-        return (default_tokenizer_dir() / "tokenizer.json").exists()
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(
-    not _default_tokenizer_available(), reason="SmolLM2 tokenizer not cached locally (offline)"
-)
 def test_whitespace_table_with_real_tokenizer():
-    from transformers import AutoTokenizer
+    from appo.models import tiny_tokenizer
 
-    from appo.models.default import default_tokenizer_dir
-
-    tok = AutoTokenizer.from_pretrained(default_tokenizer_dir(), local_files_only=True)
+    tok = tiny_tokenizer()
     table = whitespace_token_table(tok)
     ids = tok.encode(" hello \n\n world.", add_special_tokens=False)
     for i in ids:
