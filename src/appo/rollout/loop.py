@@ -255,11 +255,15 @@ def run_rollouts(
     sampled_tokens = rounds = 0
     eos = min(engine.eos_token_ids) if engine.eos_token_ids else None
 
+    def reply(row: _Row, tag: str, argument: str, message: str, call_end: int, counted: bool) -> None:
+        """Answer a call with a message of the loop's own (limit reached, empty call, repeated query)."""
+        _append_result(row, tag, argument, message, False, 0.0, call_end, cfg, tokenizer, counted=counted)
+
     # Branches whose prefix ends on a tool call run it first.
     first_calls = [(r, *r.pending_call) for r in rows if r.pending_call is not None and r.active]
     if first_calls:
         t0 = time.perf_counter()
-        _execute(first_calls, runtime, cfg, tokenizer, budget)
+        _execute(first_calls, runtime, cfg, tokenizer)
         tool_time += time.perf_counter() - t0
 
     while True:
@@ -301,18 +305,8 @@ def run_rollouts(
                     traj.finish_reason, row.active = "empty_call", False
                 else:
                     tag = call.tag if call is not None else (out.stop_string or "</?>")[2:-1]
-                    _append_result(
-                        row,
-                        tag,
-                        "",
-                        f"Error: empty or malformed <{tag}> call; nothing was run.",
-                        False,
-                        0.0,
-                        end,
-                        cfg,
-                        tokenizer,
-                        budget,
-                        counted=False,
+                    reply(
+                        row, tag, "", f"Error: empty or malformed <{tag}> call; nothing was run.", end, False
                     )
                 continue
             if traj.call_count >= cfg.call_limit:
@@ -325,44 +319,20 @@ def run_rollouts(
                     message = OVER_LIMIT_MESSAGES.get(
                         call.tag, f"The maximum {call.tag} call limit is exceeded."
                     )
-                    _append_result(
-                        row,
-                        call.tag,
-                        call.argument,
-                        message,
-                        False,
-                        0.0,
-                        end,
-                        cfg,
-                        tokenizer,
-                        budget,
-                        counted=False,
-                    )
+                    reply(row, call.tag, call.argument, message, end, False)
                 continue
             if (
                 cfg.repeated_query == "message"
                 and call.tag == "search"
                 and (call.tag, call.argument) in row.queries
             ):
-                _append_result(
-                    row,
-                    call.tag,
-                    call.argument,
-                    REPEATED_QUERY_MESSAGE,
-                    False,
-                    0.0,
-                    end,
-                    cfg,
-                    tokenizer,
-                    budget,
-                    counted=True,
-                )
+                reply(row, call.tag, call.argument, REPEATED_QUERY_MESSAGE, end, True)
                 continue
             row.queries.add((call.tag, call.argument))
             calls.append((row, call.tag, call.argument, end))
         if calls:
             t0 = time.perf_counter()
-            _execute(calls, runtime, cfg, tokenizer, budget)
+            _execute(calls, runtime, cfg, tokenizer)
             tool_time += time.perf_counter() - t0
         if arpo is not None:
             _arpo_round(
@@ -383,7 +353,7 @@ def run_rollouts(
 
 
 def _execute(
-    calls: list[tuple[_Row, str, str, int]], runtime: Any | None, cfg: LoopConfig, tokenizer: Any, budget: int
+    calls: list[tuple[_Row, str, str, int]], runtime: Any | None, cfg: LoopConfig, tokenizer: Any
 ) -> None:
     if runtime is None:
         results = [None] * len(calls)
@@ -394,9 +364,7 @@ def _execute(
             text, ok, latency, meta = f"Error: no tool runtime; <{tag}> was not run.", False, 0.0, {}
         else:
             text, ok, latency, meta = res.text, res.ok, res.latency, dict(res.metadata)
-        _append_result(
-            row, tag, arg, text, ok, latency, end, cfg, tokenizer, budget, counted=True, metadata=meta
-        )
+        _append_result(row, tag, arg, text, ok, latency, end, cfg, tokenizer, counted=True, metadata=meta)
 
 
 def _append_result(
@@ -409,13 +377,12 @@ def _append_result(
     call_end: int,
     cfg: LoopConfig,
     tokenizer: Any,
-    budget: int,
     counted: bool,
     metadata: dict[str, Any] | None = None,
 ) -> None:
     traj = row.traj
     tokens = tokenizer.encode(format_result(text, cfg.result_template), add_special_tokens=False)
-    room = budget - len(traj.response_ids)
+    room = cfg.max_response_length - len(traj.response_ids)
     start = len(traj.response_ids)
     if len(tokens) >= room:
         tokens = tokens[: max(room, 0)]
