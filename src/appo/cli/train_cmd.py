@@ -71,7 +71,12 @@ def train(
 
         with user_errors():
             run_dir = run_training(
-                cfg, resume=resume is not None, on_step=on_step, log=log, max_steps=max_steps
+                cfg,
+                resume=resume is not None,
+                on_step=on_step,
+                log=log,
+                max_steps=max_steps,
+                phase=lambda text: progress.update(task, status=text),
             )
     if report:
         from appo.train.report import write_report

@@ -301,12 +301,13 @@ class StepOutput:
 class RLTrainer:
     """Holds the model, optimizer, tools and data of a run; :meth:`step` is one training step."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, phase: Callable[[str], None] | None = None) -> None:
         from appo.models import load_model
 
         self.cfg = cfg
         self.run_dir = run_dir
-        self.log = progress or (lambda message: None)
+        # Told what the step is doing now (for a live progress display).
+        self.phase = phase or (lambda text: None)
         self.estimator = cfg.algorithm.adv_estimator
         rollout = cfg.actor_rollout_ref.rollout
         self.n = int(rollout.n)
@@ -429,6 +430,7 @@ class RLTrainer:
         self.model.eval()
 
         # 1. Initial rollouts: n0 per prompt (ARPO fills each group up to n by branching in the loop).
+        self.phase(f"step {step}: initial rollouts…")
         t0 = time.perf_counter()
         requests = []
         for i, example in enumerate(examples):
@@ -452,12 +454,14 @@ class RLTrainer:
         timings["gen"] = time.perf_counter() - t0
 
         # 2. Current-policy log-probs and exact entropies of the initial rollouts.
+        self.phase(f"step {step}: policy log-probs…")
         t0 = time.perf_counter()
         max_tokens = int(cfg.actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu)
         old_lp, entropies = recompute_logprobs(self.model, init, cfg, self.pad_id, max_tokens)
         timings["old_log_prob"] = time.perf_counter() - t0
 
         # 3. APPO: Branching Score, top-K split points per prompt, branch continuations.
+        self.phase(f"step {step}: branching…")
         branches: list[Trajectory] = []
         if self.budget > 0:
             t0 = time.perf_counter()
@@ -483,6 +487,7 @@ class RLTrainer:
         rows = [*init, *branches]
 
         # 4. Rewards for every row (the scalar sits at the last valid position; R_j is the row sum).
+        self.phase(f"step {step}: rewards…")
         t0 = time.perf_counter()
         scored = [self.score(t) for t in rows]
         rewards = torch.tensor([s for s, _ in scored], dtype=torch.float32)
@@ -548,6 +553,7 @@ class RLTrainer:
         )
 
         # 7. Policy update on the initial rollouts only (ARPO/GRPO: every row is an initial rollout).
+        self.phase(f"step {step}: policy update…")
         t0 = time.perf_counter()
         update_metrics = self.update(
             train_rows, [advantages[i] for i in train_idx], old_for_train, ref_lp, n_prompts=len(examples)
@@ -845,6 +851,7 @@ def train(
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     log: Callable[[str], None] | None = None,
     max_steps: int | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> Path:
     """Run (or resume) training; returns the run directory. ``max_steps`` stops early (tests)."""
     run_dir = resolve_run_dir(cfg)
@@ -862,7 +869,7 @@ def train(
         str(cfg.trainer.experiment_name),
         OmegaConf.to_container(cfg, resolve=True),
     )
-    trainer = RLTrainer(cfg, run_dir, progress=log)
+    trainer = RLTrainer(cfg, run_dir, phase=phase)
     metrics_path = run_dir / "metrics.jsonl"
     samples_path = run_dir / "samples.jsonl"
     if latest is not None:
