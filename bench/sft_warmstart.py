@@ -6,7 +6,11 @@ Generation is a plain multi-turn tool loop of its own (HF ``generate`` in batche
 ``</python>`` / ``</search>`` / EOS, executing the call with the real tools and appending
 `` <result>\\n…\\n</result>``), greedy and sampled (T = 1, as RL rollouts).
 
-    python bench/sft_warmstart.py [--n 50] [--seed 777] [--force] [--skip-base] [--out runs/bench/sft_warmstart]
+    python bench/sft_warmstart.py [--n 50] [--seed 777] [--force] [--base] [--modes greedy,sampled_t1]
+                                  [--out runs/bench/sft_warmstart] [sft.key=value ...]
+
+On 2 busy CPU cores the evaluation dominates (each response may run to 448 tokens): ~10-30 min per
+model and mode for 50 prompts; ``--base`` (the untrained model, which rarely stops early) doubles it.
 """
 
 from __future__ import annotations
@@ -157,7 +161,9 @@ def score(responses: list[str], examples: list[Any]) -> dict[str, Any]:
     }
 
 
-def evaluate(model_dir: str, cfg: Any, n: int, seed: int, label: str, out_dir: Path) -> dict[str, Any]:
+def evaluate(
+    model_dir: str, cfg: Any, n: int, seed: int, label: str, out_dir: Path, modes: list[str]
+) -> dict[str, Any]:
     from appo.data import apply_chat_template, generate_synthetic
     from appo.models import load_model
 
@@ -172,7 +178,8 @@ def evaluate(model_dir: str, cfg: Any, n: int, seed: int, label: str, out_dir: P
             tokenizer(apply_chat_template(tokenizer, ex.messages), add_special_tokens=False)["input_ids"]
             for ex in synth.examples
         ]
-        for mode, sample in (("greedy", False), ("sampled_t1", True)):
+        for mode in modes:
+            sample = mode == "sampled_t1"
             t0 = time.perf_counter()
             responses = tool_loop(model, tokenizer, runtime, prompts, sample=sample, seed=seed)
             stats = score(responses, synth.examples)
@@ -194,7 +201,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=777, help="seed of the fresh evaluation prompts")
     parser.add_argument("--force", action="store_true", help="retrain even if a cached warm start exists")
-    parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base model")
+    parser.add_argument("--base", action="store_true", help="also evaluate the base model (baseline)")
+    parser.add_argument("--modes", default="greedy,sampled_t1", help="greedy and/or sampled_t1")
     parser.add_argument("--out", default="runs/bench/sft_warmstart")
     parser.add_argument("overrides", nargs="*", help="overrides of the sft_default preset (sft.lr=…)")
     args = parser.parse_args()
@@ -220,11 +228,14 @@ def main() -> int:
         model_dir = result.final_dir
         summary["train_seconds"] = round(time.perf_counter() - t0, 1)
     print(f"warm start: {model_dir} in {summary['train_seconds']} s", flush=True)
-    summary["warm_start"] = evaluate(str(model_dir), cfg, args.n, args.seed, "sft", out_dir)
-    if not args.skip_base:
-        summary["base"] = evaluate(
-            str(ensure_default_model(quiet=True)), cfg, args.n, args.seed, "base", out_dir
-        )
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("greedy", "sampled_t1")]
+    if bad:
+        parser.error(f"unknown mode(s) {bad}; use greedy and/or sampled_t1")
+    summary["warm_start"] = evaluate(str(model_dir), cfg, args.n, args.seed, "sft", out_dir, modes)
+    if args.base:
+        base_dir = str(ensure_default_model(quiet=True))
+        summary["base"] = evaluate(base_dir, cfg, args.n, args.seed, "base", out_dir, modes)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
