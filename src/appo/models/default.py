@@ -66,12 +66,17 @@ def is_default_model(name: str) -> bool:
 # --------------------------------------------------------------------------------------------- manifest
 
 
-def _write_manifest(directory: Path, **extra: object) -> None:
+def write_manifest(directory: Path, **fields: object) -> None:
+    """Record every file of ``directory`` with its size (plus ``fields``); written last, it marks the
+    directory complete for :func:`cache_problem`."""
     files = {
         p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
     }
-    payload = {"name": DEFAULT_MODEL_NAME, "source": f"{PACKAGE}=={PACKAGE_VERSION}", "files": files, **extra}
-    (directory / MANIFEST).write_text(json.dumps(payload, indent=2) + "\n")
+    (directory / MANIFEST).write_text(json.dumps({**fields, "files": files}, indent=2) + "\n")
+
+
+def _write_manifest(directory: Path, **extra: object) -> None:
+    write_manifest(directory, name=DEFAULT_MODEL_NAME, source=f"{PACKAGE}=={PACKAGE_VERSION}", **extra)
 
 
 def cache_problem(directory: Path) -> str | None:
@@ -95,7 +100,7 @@ def cache_problem(directory: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
+def cache_lock(name: str) -> Iterator[None]:
     """Serialise builds across processes (e.g. several ranks starting at once)."""
     lock_dir = appo_home() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +272,7 @@ def ensure_default_model(quiet: bool = False, force: bool = False) -> Path:
     target = default_model_dir()
     if not force and cache_problem(target) is None:
         return target
-    with _locked(DEFAULT_MODEL_NAME):
+    with cache_lock(DEFAULT_MODEL_NAME):
         problem = cache_problem(target)
         if force or problem is not None:
             if not quiet and target.exists() and problem:
@@ -285,7 +290,7 @@ def ensure_default_tokenizer(quiet: bool = True) -> Path:
     target = default_tokenizer_dir()
     if cache_problem(target) is None:
         return target
-    with _locked(f"{DEFAULT_MODEL_NAME}-tokenizer"):
+    with cache_lock(f"{DEFAULT_MODEL_NAME}-tokenizer"):
         if cache_problem(target) is not None:
             _build_tokenizer(target, quiet=quiet)
     return target

@@ -12,12 +12,8 @@ previous build was interrupted.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,27 +69,6 @@ def warm_start_dir(sft_cfg: DictConfig) -> Path:
     return appo_home() / "models" / f"sft-warmstart-{key}"
 
 
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    from appo.models import appo_home
-
-    lock_dir = appo_home() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_manifest(directory: Path, **extra: Any) -> None:
-    files = {
-        p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
-    }
-    (directory / MANIFEST).write_text(json.dumps({"files": files, **extra}, indent=2) + "\n")
-
-
 def ensure_sft_warm_start(
     cfg: DictConfig | None = None,
     *,
@@ -106,13 +81,14 @@ def ensure_sft_warm_start(
     ``cfg`` supplies the base model (``actor_rollout_ref.model.path``), the tool result format, the
     system prompt override and the device; everything else comes from ``preset``."""
     from appo.models import appo_home, cache_problem
+    from appo.models.default import cache_lock, write_manifest
     from appo.sft.trainer import run_sft
 
     sft_cfg = warm_start_config(cfg, preset)
     target = warm_start_dir(sft_cfg)
     if not force and cache_problem(target) is None:
         return target
-    with _locked(target.name):
+    with cache_lock(target.name):
         problem = cache_problem(target)
         if not force and problem is None:
             return target
@@ -128,7 +104,7 @@ def ensure_sft_warm_start(
         if tmp.exists():
             shutil.rmtree(tmp)
         shutil.copytree(result.final_dir, tmp)
-        _write_manifest(
+        write_manifest(
             tmp,
             name=target.name,
             base_model=str(sft_cfg.actor_rollout_ref.model.path),
