@@ -38,15 +38,17 @@ def script(round_index: int, rounds: int) -> str:
 class ScriptedHF(HFEngine):
     """The real engine whose token choice follows the script (so both sides sample identical tokens)."""
 
-    def __init__(self, model: Any, tokenizer: Any, rounds: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, rounds: int, prompt_results: int = 0) -> None:
         super().__init__(model, tokenizer)
         self.rounds = rounds
+        # `</result>` tags already in the prompt (the system prompt's worked example) are not rounds.
+        self.prompt_results = prompt_results
         self._forced: dict[int, list[int]] = {}
         self._pos: dict[int, int] = {}
 
     def sample(self, seqs, params, max_new_tokens, generator=None):  # type: ignore[override]
         for seq in seqs:
-            done = self.tokenizer.decode(seq.history).count("</result>")
+            done = self.tokenizer.decode(seq.history).count("</result>") - self.prompt_results
             forced = self.tokenizer.encode(script(done, self.rounds), add_special_tokens=False)
             self._forced[id(seq)] = [*forced, self.tokenizer.eos_token_id]
             self._pos[id(seq)] = 0
@@ -118,18 +120,19 @@ def baseline_rollouts(model: Any, tok: Any, prompts: list[list[int]], rounds: in
     return sampled
 
 
-def bench_multiturn(model: Any, tok: Any, batch: int, rounds: int) -> dict[str, float]:
-    prompt = tok.apply_chat_template(
-        [
-            {"role": "system", "content": "Solve with the python tool."},
-            {"role": "user", "content": "Compute it."},
-        ],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-    )["input_ids"]
-    prompts = [list(prompt) + tok.encode(f" Case {i}.", add_special_tokens=False) for i in range(batch)]
-    engine = ScriptedHF(model, tok, rounds)
+def bench_multiturn(model: Any, tok: Any, batch: int, rounds: int, group: int = 1) -> dict[str, float]:
+    """``group`` rollouts per distinct prompt (RL samples several rollouts of each prompt)."""
+    from appo.data.prompts import get_prompt
+
+    # The RL system prompt (tag protocol with a worked example), as in training.
+    messages = get_prompt("code_search").messages("Compute the value with the python tool.")
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
+    prompts = [
+        list(prompt) + tok.encode(f" Case {i // group}.", add_special_tokens=False) for i in range(batch)
+    ]
+    engine = ScriptedHF(model, tok, rounds, prompt_results=tok.decode(prompt).count("</result>"))
     cfg = LoopConfig(
         max_response_length=4096,
         call_limit=rounds + 1,
@@ -223,12 +226,13 @@ def main() -> None:
     batch, rounds = (4, 2) if args.quick else (args.batch, args.rounds)
     k, prefix_len, new_tokens = (4, 64, 4) if args.quick else (args.k, 512, 8)
     print(f"model: {name}; torch threads: {torch.get_num_threads()}")
-    mt = bench_multiturn(model, tok, batch, rounds)
-    print(
-        f"multi-turn rollouts (batch {batch}, {rounds} tool rounds, {mt['tokens']} sampled tokens): "
-        f"appo engine {mt['ours_tok_s']:.1f} tok/s | model.generate per round {mt['base_tok_s']:.1f} tok/s | "
-        f"ratio {mt['ratio']:.2f}x"
-    )
+    for group, label in ((1, "distinct prompts"), (4, "4 rollouts per prompt, as in RL")):
+        mt = bench_multiturn(model, tok, batch, rounds, group=group)
+        print(
+            f"multi-turn rollouts (batch {batch}, {label}, {rounds} tool rounds, {mt['tokens']} sampled "
+            f"tokens): appo engine {mt['ours_tok_s']:.1f} tok/s | model.generate per round "
+            f"{mt['base_tok_s']:.1f} tok/s | ratio {mt['ratio']:.2f}x"
+        )
     br = bench_branches(model, tok, k, prefix_len, new_tokens)
     print(
         f"{k} branches from one {prefix_len}-token prefix ({new_tokens} new tokens each): "
