@@ -12,8 +12,21 @@ def test_generate_prints_trajectories_and_summary(tmp_path):
 
     model = save_tiny_model(tmp_path / "tiny")
     out = tmp_path / "gen.jsonl"
-    result = CliRunner().invoke(app, ["generate", "--model", str(model), "--synthetic", "2", "--n", "2",
-                                      "-o", str(out), "data.max_response_length=12"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--synthetic",
+            "2",
+            "--n",
+            "2",
+            "-o",
+            str(out),
+            "data.max_response_length=12",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "well-formed" in result.output and "finish=" in result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
