@@ -22,6 +22,7 @@ import torch
 
 from appo.rollout.engine import HFEngine, SamplingParams
 from appo.rollout.loop import LoopConfig, RolloutRequest, run_rollouts
+from appo.rollout.scripted import ScriptedEngine
 from appo.tools.base import ToolResult
 
 RESULT = "42"
@@ -33,34 +34,6 @@ def script(round_index: int, rounds: int) -> str:
     return (
         "<think>All steps are done; the value is known.</think>\n<answer>The answer is \\boxed{42}</answer>"
     )
-
-
-class ScriptedHF(HFEngine):
-    """The real engine whose token choice follows the script (so both sides sample identical tokens)."""
-
-    def __init__(self, model: Any, tokenizer: Any, rounds: int, prompt_results: int = 0) -> None:
-        super().__init__(model, tokenizer)
-        self.rounds = rounds
-        # `</result>` tags already in the prompt (the system prompt's worked example) are not rounds.
-        self.prompt_results = prompt_results
-        self._forced: dict[int, list[int]] = {}
-        self._pos: dict[int, int] = {}
-
-    def sample(self, seqs, params, max_new_tokens, generator=None):  # type: ignore[override]
-        for seq in seqs:
-            done = self.tokenizer.decode(seq.history).count("</result>") - self.prompt_results
-            forced = self.tokenizer.encode(script(done, self.rounds), add_special_tokens=False)
-            self._forced[id(seq)] = [*forced, self.tokenizer.eos_token_id]
-            self._pos[id(seq)] = 0
-        return super().sample(seqs, params, max_new_tokens, generator)
-
-    def _choose(self, logits, params, generator, seqs):  # type: ignore[override]
-        out = []
-        for seq in seqs:
-            forced, pos = self._forced[id(seq)], self._pos[id(seq)]
-            out.append(forced[min(pos, len(forced) - 1)])
-            self._pos[id(seq)] = pos + 1
-        return torch.tensor(out, device=logits.device)
 
 
 class FixedTools:
@@ -132,7 +105,9 @@ def bench_multiturn(model: Any, tok: Any, batch: int, rounds: int, group: int = 
     prompts = [
         list(prompt) + tok.encode(f" Case {i // group}.", add_special_tokens=False) for i in range(batch)
     ]
-    engine = ScriptedHF(model, tok, rounds, prompt_results=tok.decode(prompt).count("</result>"))
+    # `</result>` tags already in the prompt (the system prompt's worked example) are not rounds.
+    in_prompt = tok.decode(prompt).count("</result>")
+    engine = ScriptedEngine(model, tok, lambda text: script(text.count("</result>") - in_prompt, rounds))
     cfg = LoopConfig(
         max_response_length=4096,
         call_limit=rounds + 1,

@@ -13,37 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from appo.rollout.engine import HFEngine
-
-
-class ScriptedEngine(HFEngine):
-    """The real HF engine whose next token follows ``script(context_text) -> segment`` (then EOS)."""
-
-    def __init__(self, model: Any, tokenizer: Any, script: Callable[[str], str]) -> None:
-        super().__init__(model, tokenizer)
-        self.script = script
-        self._forced: dict[int, list[int]] = {}
-        self._pos: dict[int, int] = {}
-        self.rounds = 0
-
-    def sample(self, seqs, params, max_new_tokens, generator=None):
-        self.rounds += 1
-        for seq in seqs:
-            segment = self.script(self.tokenizer.decode(seq.history))
-            self._forced[id(seq)] = [
-                *self.tokenizer.encode(segment, add_special_tokens=False),
-                self.tokenizer.eos_token_id,
-            ]
-            self._pos[id(seq)] = 0
-        return super().sample(seqs, params, max_new_tokens, generator)
-
-    def _choose(self, logits, params, generator, seqs):
-        out = []
-        for seq in seqs:
-            forced, pos = self._forced[id(seq)], self._pos[id(seq)]
-            out.append(forced[min(pos, len(forced) - 1)])
-            self._pos[id(seq)] = pos + 1
-        return torch.tensor(out, device=logits.device)
+from appo.rollout.scripted import ScriptedEngine
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,40 +3,9 @@ choice follows a script, so tests can drive exact tool-calling trajectories thro
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-import torch
 
-from appo.rollout.engine import HFEngine, SamplingParams
-
-
-class ScriptedEngine(HFEngine):
-    def __init__(self, model, tokenizer, script: Callable[[str], str]) -> None:
-        super().__init__(model, tokenizer)
-        self.script = script
-        self._forced: dict[int, list[int]] = {}
-        self._pos: dict[int, int] = {}
-        self.prompt_len: dict[int, int] = {}
-
-    def sample(self, seqs, params: SamplingParams, max_new_tokens, generator=None):
-        for seq in seqs:
-            text = self.tokenizer.decode(seq.history)
-            segment = self.script(text)
-            self._forced[id(seq)] = [
-                *self.tokenizer.encode(segment, add_special_tokens=False),
-                self.tokenizer.eos_token_id,
-            ]
-            self._pos[id(seq)] = 0
-        return super().sample(seqs, params, max_new_tokens, generator)
-
-    def _choose(self, logits, params, generator, seqs):
-        out = []
-        for seq in seqs:
-            forced, pos = self._forced[id(seq)], self._pos[id(seq)]
-            out.append(forced[min(pos, len(forced) - 1)])
-            self._pos[id(seq)] = pos + 1
-        return torch.tensor(out, device=logits.device)
+from appo.rollout.scripted import ScriptedEngine
 
 
 def two_calls_script(text: str) -> str:
