@@ -1,5 +1,5 @@
-"""A scripted engine: the real HF engine (KV caches, batching, stop strings, log-probs) whose token
-choice follows a script, so tests can drive exact tool-calling trajectories through a tiny model."""
+"""Rollout fixtures: a scripted engine (appo.rollout.scripted) driving a two-call python trajectory through
+the tiny model, and a real python tool runtime."""
 
 from __future__ import annotations
 
