@@ -538,26 +538,18 @@ class RLTrainer:
             token_adv = row_adv[:, None] * response_mask
         advantages = [token_adv[i, : len(t.response_ids)] for i, t in enumerate(rows)]
 
-        # 6. Reference log-probs (KL loss) for the rows that are trained.
-        train_idx = [i for i, t in enumerate(rows) if t.kind != "branch" or self.estimator == "arpo"]
-        train_rows = [rows[i] for i in train_idx]
+        # 6. Reference log-probs (KL loss) for the rows that are trained: the initial rollouts (rows come
+        # first in `rows`; ARPO's copies are initial rollouts too). Branch rows never enter the loss.
         ref_lp = None
         if self.ref_model is not None:
             t0 = time.perf_counter()
-            ref_lp, _ = recompute_logprobs(self.ref_model, train_rows, cfg, self.pad_id, max_tokens)
+            ref_lp, _ = recompute_logprobs(self.ref_model, init, cfg, self.pad_id, max_tokens)
             timings["ref"] = time.perf_counter() - t0
-        old_for_train = list(old_lp) + (
-            []
-            if len(train_rows) == len(init)
-            else recompute_logprobs(self.model, train_rows[len(init) :], cfg, self.pad_id, max_tokens)[0]
-        )
 
-        # 7. Policy update on the initial rollouts only (ARPO/GRPO: every row is an initial rollout).
+        # 7. Policy update on the initial rollouts only.
         self.phase(f"step {step}: policy update…")
         t0 = time.perf_counter()
-        update_metrics = self.update(
-            train_rows, [advantages[i] for i in train_idx], old_for_train, ref_lp, n_prompts=len(examples)
-        )
+        update_metrics = self.update(init, advantages[: len(init)], old_lp, ref_lp, n_prompts=len(examples))
         metrics.update(update_metrics)
         timings["update_actor"] = time.perf_counter() - t0
         self.scheduler.step()
