@@ -294,25 +294,45 @@ class PythonSession:
     def protections(self) -> dict[str, Any]:
         return dict(self._worker.protections) if self._worker else {}
 
-    def _ensure_worker(self) -> _Worker:
+    # A replayed call can kill its worker just after answering (e.g. by killing the pid namespace's init);
+    # wait this long after a replay to see the worker still alive.
+    REPLAY_SETTLE_S = 0.05
+
+    def _ensure_worker(self, careful: bool = False) -> _Worker:
         if self._worker is not None and not self._worker.dead:
             return self._worker
         self._discard_worker()
         self._workdir = tempfile.mkdtemp(prefix="appo-py-", dir=self.cfg.workdir_root)
         self._worker = _Worker(self.cfg, self._workdir)
         self.starts += 1
+        replayed = False
         for rec in self.history:  # rebuild state deterministically
             if not rec.replay:
                 continue
+            replayed = True
             try:
                 resp = self._worker.call(rec.code, self.cfg.timeout)
-                if resp.get("fatal"):
+                if resp.get("fatal") or (careful and self._settled_dead()):
                     raise _WorkerDied("killed during replay")
             except (TimeoutError, _WorkerDied):
                 rec.replay = False
                 self._discard_worker()
-                return self._ensure_worker()
+                return self._ensure_worker(careful)
+        if replayed and not careful and self._settled_dead():
+            # Some replayed call killed the worker late; replay again, checking after each call, so the
+            # culprit is found and discarded.
+            self._discard_worker()
+            return self._ensure_worker(careful=True)
         return self._worker
+
+    def _settled_dead(self) -> bool:
+        assert self._worker is not None
+        try:
+            self._worker.proc.wait(timeout=self.REPLAY_SETTLE_S)
+        except subprocess.TimeoutExpired:
+            return False
+        self._worker.dead = True
+        return True
 
     def start(self) -> PythonSession:
         """Start the worker now (otherwise it starts on the first call)."""
