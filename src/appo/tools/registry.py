@@ -27,8 +27,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appo.config import ToolsConfig as _ToolsSchema
 from appo.tools.base import Tool, ToolError
-from appo.tools.grammar import DEFAULT_RESULT_TEMPLATE, stop_strings
+from appo.tools.grammar import stop_strings
+
+# One source for the loop settings' defaults: the config schema of actor_rollout_ref.rollout.tools.
+_DEFAULTS = _ToolsSchema()
 
 __all__ = ["SHORT_NAMES", "ToolRegistry", "ToolsConfig", "build_tools", "resolve_tool_class"]
 
@@ -125,12 +129,12 @@ def make_tool(name: str, spec: Mapping[str, Any]) -> Tool:
 
 @dataclass
 class ToolsConfig:
-    call_limit: int = 5
-    max_workers: int = 64
-    timeout: float = 120.0
-    retry_count: int = 3
+    call_limit: int = _DEFAULTS.call_limit
+    max_workers: int = _DEFAULTS.max_workers
+    timeout: float = _DEFAULTS.timeout
+    retry_count: int = _DEFAULTS.retry_count
     #: text appended after a tool call; ``{result}`` (or ``{text}``) is replaced by the tool output
-    result_format: str = DEFAULT_RESULT_TEMPLATE
+    result_format: str = _DEFAULTS.result_format
 
 
 class ToolRegistry(Mapping[str, Tool]):
@@ -213,11 +217,11 @@ def build_tools(tools_cfg: Mapping[str, Any] | None) -> ToolRegistry:
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ToolError(f"tools.{key}: unknown key{hint}")
     settings = ToolsConfig(
-        call_limit=int(cfg.get("call_limit", 5)),
-        max_workers=int(cfg.get("max_workers", 64)),
-        timeout=float(cfg.get("timeout", 120.0)),
-        retry_count=int(cfg.get("retry_count", 3)),
-        result_format=str(cfg.get("result_format", DEFAULT_RESULT_TEMPLATE)),
+        call_limit=int(cfg.get("call_limit", _DEFAULTS.call_limit)),
+        max_workers=int(cfg.get("max_workers", _DEFAULTS.max_workers)),
+        timeout=float(cfg.get("timeout", _DEFAULTS.timeout)),
+        retry_count=int(cfg.get("retry_count", _DEFAULTS.retry_count)),
+        result_format=str(cfg.get("result_format", _DEFAULTS.result_format)),
     )
     if (
         settings.max_workers < 1
