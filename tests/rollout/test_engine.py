@@ -83,3 +83,32 @@ def test_top_k_one_equals_greedy(tiny):
     b = engine.sample([engine.new_sequence(tok("q").input_ids)], SamplingParams(do_sample=False), [8])[0]
     assert a.tokens == b.tokens
     assert all(not math.isnan(x) for x in a.logprobs)
+
+
+def test_sequences_differing_only_in_last_token_keep_their_own_context(tiny):
+    """Prefill must not merge sequences whose pending tokens differ only in the last one (the shape of two
+    sibling branches that split at their first divergent token): each continues from its own context."""
+    model, tok = tiny
+    engine = HFEngine(model, tok)
+    base = tok("The quick brown fox jumps over the").input_ids
+    prompts = [[*base, tok(" lazy").input_ids[0]], [*base, tok(" sleepy").input_ids[0]], [*base, 13]]
+    assert len({tuple(p[:-1]) for p in prompts}) == 1 and len({p[-1] for p in prompts}) == 3
+    seqs = [engine.new_sequence(p) for p in prompts]
+    outs = engine.sample(seqs, SamplingParams(), [10] * 3, torch.Generator().manual_seed(3))
+    for p, out, seq in zip(prompts, outs, seqs, strict=True):
+        lp, ent = logprob_entropy_reference(model, p + out.tokens)
+        assert _max_diff(out.logprobs, lp[len(p) :]) < 1e-4
+        assert _max_diff(out.entropies, ent[len(p) :]) < 1e-4
+        assert seq.history == p + out.tokens
+
+    # Forks of one cached prefix that then diverge in their last pending token (branches of one parent).
+    root = engine.new_sequence(base)
+    engine.sample([root], SamplingParams(), [3], torch.Generator().manual_seed(0))
+    forks = [root.fork() for _ in range(2)]
+    forks[0].extend([tok(" cat").input_ids[0]])
+    forks[1].extend([tok(" dog").input_ids[0]])
+    outs = engine.sample(forks, SamplingParams(), [6, 6], torch.Generator().manual_seed(1))
+    for seq, out in zip(forks, outs, strict=True):
+        context = seq.history[: len(seq.history) - len(out.tokens)]
+        lp, _ = logprob_entropy_reference(model, seq.history)
+        assert _max_diff(out.logprobs, lp[len(context) :]) < 1e-4

@@ -211,13 +211,17 @@ class HFEngine:
     def prefill(self, seqs: Seq[Sequence]) -> None:
         """Feed all pending tokens but the last into each sequence's cache, batched.
 
-        Sequences that share a cache and the same pending tokens (forks of one prefix) are computed once.
-        A batch holds each sequence's cache left-padded and its new tokens right-aligned; the attention
-        mask marks the holes, and each cache is compacted back from the mask afterwards."""
-        unique: dict[tuple[int, tuple[int, ...]], list[Sequence]] = {}
+        Sequences whose fed context would be identical — the same cache object (or none) at the same
+        length, followed by the same pending tokens but the last — are computed once (forks of one prefix,
+        branches that split at their first divergent token). Each keeps its own last pending token, which
+        the next decoding step feeds. A batch holds each sequence's cache left-padded and its new tokens
+        right-aligned; the attention mask marks the holes, and each cache is compacted back from the mask
+        afterwards."""
+        unique: dict[tuple[int | None, int, tuple[int, ...]], list[Sequence]] = {}
         for seq in seqs:
             if len(seq.pending) > 1:
-                unique.setdefault((id(seq.cache), tuple(seq.pending[:-1])), []).append(seq)
+                owner = None if seq.cache is None else id(seq.cache)
+                unique.setdefault((owner, seq.length, tuple(seq.pending[:-1])), []).append(seq)
         items = list(unique.values())
         start = 0
         while start < len(items):
@@ -232,11 +236,7 @@ class HFEngine:
             self._prefill_group([group[0] for group in items[start:end]], width_c, width_n)
             for group in items[start:end]:
                 for seq in group[1:]:
-                    seq.cache, seq.length, seq.pending = (
-                        group[0].cache,
-                        group[0].length,
-                        group[0].pending[-1:],
-                    )
+                    seq.cache, seq.length, seq.pending = group[0].cache, group[0].length, seq.pending[-1:]
             start = end
 
     def _prefill_group(self, seqs: list[Sequence], width_c: int, width_n: int) -> None:
