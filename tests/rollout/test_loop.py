@@ -203,3 +203,87 @@ def test_arpo_never_branches_with_probability_zero(scripted, python_runtime):
     assert not [t for t in result.trajectories[:2] if t.branch_kind == "arpo"]
     for t in result.trajectories:
         t.close()
+
+
+def _malformed_then_state(text: str) -> str:
+    """An empty call the loop answers itself, then two python calls where the second reads the first's x."""
+    done = text.count("</result>")
+    return [
+        "<python></python>",
+        "Set it.<python>x = 1\nprint(x)</python>",
+        "Bump it.<python>x += 1\nprint(x)</python>",
+        "<answer>\\boxed{2}</answer>",
+    ][min(done, 3)]
+
+
+@pytest.mark.parametrize("where", ["after_first_result", "on_closing_tag"])
+def test_branch_state_counts_only_calls_that_ran(tiny, python_runtime, scripted_engine_class, where):
+    """A call the loop answered itself (malformed) is not a call the session ran: a branch after the first
+    real call must see x = 1 (not the parent's later x = 2), count one call, and never fail to fork."""
+    model, tok = tiny
+    engine = scripted_engine_class(model, tok, _malformed_then_state)
+    init = run_rollouts(engine, [RolloutRequest(prompt_ids=_prompt(tok), uid="q0")], python_runtime, _cfg())
+    parent = init.trajectories[0]
+    assert [(c.ran, c.result) for c in parent.tool_calls] == [
+        (False, "Error: empty or malformed <python> call; nothing was run."),
+        (True, "1"),
+        (True, "2"),
+    ]
+    assert parent.call_count == 2
+    if where == "after_first_result":
+        split = parent.tool_calls[1].result_span[1]  # the first model token after x = 1's result
+    else:
+        split = parent.tool_calls[2].call_end  # the token that closes the x += 1 call: the branch runs it
+    inherited = 2
+    assert parent.loss_mask[split] == 1
+    points = [SimpleNamespace(row=0, split=split, score=1.0, kind="strict")] * 2
+    branches = run_rollouts(engine, branch_requests(init.trajectories, points), python_runtime, _cfg())
+    for b in branches.trajectories:
+        assert b.finish_reason == "eos", b.error
+        assert [c.result for c in b.tool_calls[:inherited]] == [c.result for c in parent.tool_calls[:inherited]]
+        assert [c.result for c in b.tool_calls if c.ran] == ["1", "2"]  # x += 1 saw x = 1, not x = 2
+        assert b.call_count == 2
+        b.check()
+        b.close()
+    parent.close()
+
+
+def test_branch_on_closing_tag_obeys_the_call_limit(tiny, python_runtime, scripted_engine_class):
+    """A branch that splits right on a closing tag handles that call under the same rules as any round:
+    over the call limit it is not run."""
+    model, tok = tiny
+    engine = scripted_engine_class(model, tok, _malformed_then_state)
+    cfg = _cfg(call_limit=1, over_limit="message")
+    init = run_rollouts(engine, [RolloutRequest(prompt_ids=_prompt(tok), uid="q0")], python_runtime, cfg)
+    parent = init.trajectories[0]
+    assert [c.ran for c in parent.tool_calls] == [False, True, False]  # the third call was over the limit
+    split = parent.tool_calls[2].call_end
+    points = [SimpleNamespace(row=0, split=split, score=1.0, kind="strict")]
+    (b,) = run_rollouts(engine, branch_requests(init.trajectories, points), python_runtime, cfg).trajectories
+    assert [c.ran for c in b.tool_calls] == [False, True, False]
+    assert "maximum python call limit" in b.tool_calls[2].result
+    assert b.call_count == 1
+    b.close()
+    parent.close()
+
+
+def test_a_failed_fork_fails_the_branch_not_the_batch(scripted, python_runtime, monkeypatch):
+    tok = scripted.tokenizer
+    init = run_rollouts(scripted, [RolloutRequest(prompt_ids=_prompt(tok), uid="q0")], python_runtime, _cfg())
+    parent = init.trajectories[0]
+    split = parent.tool_calls[0].result_span[1]
+
+    def broken_fork(*args, **kwargs):
+        raise ValueError("state lost")
+
+    points = [SimpleNamespace(row=0, split=split, score=1.0, kind="strict")]
+    good = branch_requests(init.trajectories, points)
+    bad = branch_requests(init.trajectories, points)
+    bad[0].parent = parent.prefix(len(parent.response_ids) - 1)
+    bad[0].parent.session = SimpleNamespace(fork=broken_fork)
+    out = run_rollouts(scripted, [*good, *bad], python_runtime, _cfg()).trajectories
+    assert out[0].finish_reason == "eos" and [c.result for c in out[0].tool_calls] == ["42", "43"]
+    assert out[1].finish_reason == "fork_failed" and "state lost" in out[1].error
+    assert out[1].response_ids == parent.response_ids[: split + 1]
+    for t in (*out, parent):
+        t.close()

@@ -21,7 +21,7 @@ from appo.models.loading import (
     pick_dtype,
     resolve_model_path,
 )
-from appo.models.tiny import save_tiny_model, tiny_config, tiny_model, tiny_tokenizer
+from appo.models.tiny import save_tiny_model, tiny_config, tiny_grammar_model, tiny_model, tiny_tokenizer
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -43,6 +43,7 @@ __all__ = [
     "resolve_model_path",
     "save_tiny_model",
     "tiny_config",
+    "tiny_grammar_model",
     "tiny_model",
     "tiny_tokenizer",
 ]

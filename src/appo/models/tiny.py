@@ -61,3 +61,61 @@ def save_tiny_model(directory: str | Path, seed: int = 0, **config_overrides: An
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def tiny_grammar_model(
+    grammar: dict[str, dict[str, float]], default: str, seed: int = 0, strength: float = 30.0
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: a tiny random Llama whose logits get ``strength + log p`` added for the
+    successors that ``grammar`` lists for the current input token (``{token: {next_token: p}}``, token
+    texts that are single tokens; ``"<eos>"`` is EOS); any other token is followed by ``default``.
+
+    It makes a real model write tool-use-like text — well-formed, empty and stray calls — through the real
+    engine, with sampled tokens whose log-probs come from the full distribution, and a teacher-forced
+    forward that is exactly the same function (the bias depends on the input token only, so KV caching
+    and batching cannot change it)."""
+    import math
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+
+    def token_id(text: str) -> int:
+        if text == "<eos>":
+            return int(tokenizer.eos_token_id)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"grammar token {text!r} is {len(ids)} tokens, not one")
+        return ids[0]
+
+    width = max(len(succ) for succ in grammar.values())
+    vocab = len(tokenizer)
+    succ_ids = torch.full((vocab, width), token_id(default), dtype=torch.long)
+    succ_bias = torch.zeros(vocab, width)
+    succ_bias[:, 0] = strength
+    for text, succ in grammar.items():
+        row = token_id(text)
+        succ_bias[row] = 0.0
+        for k, (nxt, p) in enumerate(succ.items()):
+            succ_ids[row, k], succ_bias[row, k] = token_id(nxt), strength + math.log(p)
+
+    class GrammarBiasedLM(LlamaForCausalLM):
+        def forward(self, input_ids: Any = None, cache: Any = None, **kwargs: Any) -> Any:
+            out = super().forward(input_ids=input_ids, cache=cache, **kwargs)
+            ids = input_ids[:, -out.logits.shape[1] :]
+            out.logits = out.logits.scatter_add(
+                -1, self.succ_ids[ids], self.succ_bias[ids].to(out.logits.dtype)
+            )
+            return out
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = GrammarBiasedLM(tiny_config(vocab_size=vocab))
+    finally:
+        torch.random.set_rng_state(state)
+    model.register_buffer("succ_ids", succ_ids, persistent=False)
+    model.register_buffer("succ_bias", succ_bias, persistent=False)
+    model.eval()
+    return model, tokenizer

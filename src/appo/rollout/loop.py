@@ -8,15 +8,21 @@ started from ``prompt + response[:split + 1]`` with the parent's tool state at t
 Behaviour the reference gets wrong, and what we do (compatibility switches in :class:`LoopConfig`):
 
 * log-probs/entropies are recorded per response position, so they stay aligned after tool results;
-* the call limit counts calls made in the *response* (a branch inherits the calls of its prefix),
+* the call limit counts calls made in the *response* (a branch inherits the counted calls of its prefix),
   not the closing tags in the prompt (``branch_call_counter="reference"`` reproduces that);
+* a branch gets the tool state of the calls in its prefix that actually ran — a call the loop answered
+  itself (empty or malformed, over the limit, a repeated query) is never replayed into it;
+* a branch whose tool state cannot be forked comes back with ``finish_reason="fork_failed"`` instead of
+  failing the whole batch;
 * a token appended by the environment (the EOS at the call limit) has loss mask 0;
-* a branch whose prefix ends exactly on a tool call runs that call before sampling;
+* a branch whose prefix ends exactly on a closing tag handles that call first, under the same rules as
+  any round (limit, malformed call, repeated query);
 * rounds are capped (``max_rounds``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -33,6 +39,8 @@ from appo.tools import Session, ToolCall, extract_tool_call, format_result
 from appo.tools.grammar import DEFAULT_RESULT_TEMPLATE
 
 __all__ = ["LoopConfig", "RolloutRequest", "RolloutResult", "branch_requests", "run_rollouts"]
+
+log = logging.getLogger(__name__)
 
 OVER_LIMIT_MESSAGES = {
     "python": "The maximum python call limit is exceeded. You are not allowed to use python.",
@@ -143,7 +151,8 @@ class _Row:
         self.traj = traj
         self.seq = seq
         self.queries: set[tuple[str, str]] = set()
-        self.pending_call: tuple[str, str, int] | None = None
+        # A branch whose prefix ends on a stop string: the call it closes is handled before sampling.
+        self.stop_string: str | None = None
         self.active = True
         self.initial_entropy: float | None = None  # ARPO's H0 of this trajectory
         self.last_entropy: float | None = None
@@ -179,6 +188,8 @@ def _start_rows(
     rows: list[_Row] = []
     shared: dict[tuple, EngineSequence] = {}
     for req in requests:
+        queries: set[tuple[str, str]] = set()
+        failed = ""
         if req.parent is None:
             traj = Trajectory(prompt_ids=list(req.prompt_ids), uid=req.uid, sample=dict(req.sample))
             traj.session = Session() if use_tools else None
@@ -188,13 +199,24 @@ def _start_rows(
             traj = parent.prefix(req.split)
             traj.kind, traj.parent, traj.split = "branch", req.parent_index, req.split
             traj.score, traj.branch_kind = req.score, req.branch_kind
-            done_calls = len(traj.tool_calls)
-            traj.call_count = done_calls
+            # The branch continues with the parent's state at the split: the calls that counted and the
+            # tool state of the calls that ran — never the calls the loop answered itself.
+            ran = [c for c in traj.tool_calls if c.ran]
+            traj.call_count = sum(1 for c in traj.tool_calls if c.counted)
             if cfg.branch_call_counter == "reference":
                 prompt_text = tokenizer.decode(traj.prompt_ids)
                 traj.call_count += sum(prompt_text.count(f"</{t}>") for t in cfg.tool_tags)
+            queries = {(c.tag, c.argument) for c in ran}
             if use_tools and parent.session is not None:
-                traj.session = parent.session.fork(upto_call=done_calls)
+                try:
+                    traj.session = parent.session.fork(
+                        upto_call=max((c.session_calls for c in ran), default=0)
+                    )
+                except Exception as exc:  # a broken tool state fails this branch, never the whole step
+                    log.warning(
+                        "branch of row %d at %d: tool state fork failed: %s", req.parent_index, req.split, exc
+                    )
+                    failed = f"{type(exc).__name__}: {exc}"
             elif use_tools:
                 traj.session = Session()
             tokens = traj.prompt_ids + traj.response_ids
@@ -204,10 +226,14 @@ def _start_rows(
             row = _Row(traj, shared[key])
         else:
             row = _Row(traj, shared[key].fork())
-        if req.parent is not None:
-            row.pending_call = _call_at_end(traj, tokenizer, cfg)
+        row.queries = queries
+        if failed:
+            traj.finish_reason, row.active = "fork_failed", False
+            traj.error = failed
+        elif req.parent is not None:
+            row.stop_string = _round_stop(traj, tokenizer, cfg)
             if (
-                row.pending_call is None
+                row.stop_string is None
                 and traj.response_ids
                 and traj.response_ids[-1] in engine.eos_token_ids
             ):
@@ -215,18 +241,17 @@ def _start_rows(
                 traj.finish_reason, row.active = "eos", False
         rows.append(row)
     # Prefill shared prefixes once, then give each row its own handle.
-    engine.prefill([r.seq for r in rows])
+    engine.prefill([r.seq for r in rows if r.active])
     return rows
 
 
-def _call_at_end(traj: Trajectory, tokenizer: Any, cfg: LoopConfig) -> tuple[str, str, int] | None:
-    """A tool call that ends the branch prefix and has no result yet (split on a closing-tag token)."""
+def _round_stop(traj: Trajectory, tokenizer: Any, cfg: LoopConfig) -> str | None:
+    """The stop string that ends a branch prefix, when the split token is the one that completed it (a
+    closing tag): the parent's round stopped right there, so the branch handles that call first."""
     done_end = traj.tool_calls[-1].result_span[1] if traj.tool_calls else 0
-    segment = tokenizer.decode(traj.response_ids[done_end:])
-    call = extract_tool_call(segment, cfg.tool_tags)
-    if call is None or not call.valid:
-        return None
-    return call.tag, call.argument, len(traj.response_ids) - 1
+    text = tokenizer.decode(traj.response_ids[done_end:])
+    hits = [(text.find(s), s) for s in cfg.params.stop if s and s in text]
+    return min(hits)[1] if hits else None
 
 
 def run_rollouts(
@@ -257,10 +282,53 @@ def run_rollouts(
 
     def reply(row: _Row, tag: str, argument: str, message: str, call_end: int, counted: bool) -> None:
         """Answer a call with a message of the loop's own (limit reached, empty call, repeated query)."""
-        _append_result(row, tag, argument, message, False, 0.0, call_end, cfg, tokenizer, counted=counted)
+        _append_result(
+            row, tag, argument, message, False, 0.0, call_end, cfg, tokenizer, counted=counted, ran=False
+        )
 
-    # Branches whose prefix ends on a tool call run it first.
-    first_calls = [(r, *r.pending_call) for r in rows if r.pending_call is not None and r.active]
+    def dispatch(row: _Row, segment: list[int], stop_string: str | None) -> tuple[_Row, str, str, int] | None:
+        """Handle a round that ended on ``stop_string`` (the round's tokens are ``segment``): finish the
+        trajectory, answer the call with a message, or return the call to run."""
+        traj = row.traj
+        if stop_string == "</answer>":
+            traj.finish_reason, row.active = "answer", False
+            return None
+        call = extract_tool_call(tokenizer.decode(segment), cfg.tool_tags, require_at_end=False)
+        end = len(traj.response_ids) - 1
+        if call is None or not call.valid:
+            if cfg.empty_call == "stop":
+                traj.finish_reason, row.active = "empty_call", False
+            else:
+                tag = call.tag if call is not None else (stop_string or "</?>")[2:-1]
+                reply(row, tag, "", f"Error: empty or malformed <{tag}> call; nothing was run.", end, False)
+            return None
+        if traj.call_count >= cfg.call_limit:
+            if cfg.over_limit == "eos" and eos is not None:
+                # The reference trains on this EOS although it was never sampled; we mask it.
+                if len(traj.response_ids) < budget:
+                    traj.append([eos], sampled=False)
+                traj.finish_reason, row.active = "call_limit", False
+            else:
+                message = OVER_LIMIT_MESSAGES.get(call.tag, f"The maximum {call.tag} call limit is exceeded.")
+                reply(row, call.tag, call.argument, message, end, False)
+            return None
+        if (
+            cfg.repeated_query == "message"
+            and call.tag == "search"
+            and (call.tag, call.argument) in row.queries
+        ):
+            reply(row, call.tag, call.argument, REPEATED_QUERY_MESSAGE, end, True)
+            return None
+        row.queries.add((call.tag, call.argument))
+        return (row, call.tag, call.argument, end)
+
+    # Branches whose prefix ends on a closing tag handle that call first, under the same rules.
+    first_calls = []
+    for r in rows:
+        if r.active and r.stop_string is not None:
+            done_end = r.traj.tool_calls[-1].result_span[1] if r.traj.tool_calls else 0
+            if (call := dispatch(r, r.traj.response_ids[done_end:], r.stop_string)) is not None:
+                first_calls.append(call)
     if first_calls:
         t0 = time.perf_counter()
         _execute(first_calls, runtime, cfg, tokenizer)
@@ -293,43 +361,8 @@ def run_rollouts(
             sampled_tokens += len(out.tokens)
             if out.finish_reason != "stop":
                 traj.finish_reason, row.active = out.finish_reason, False
-                continue
-            if out.stop_string == "</answer>":
-                traj.finish_reason, row.active = "answer", False
-                continue
-            segment = tokenizer.decode(out.tokens)
-            call = extract_tool_call(segment, cfg.tool_tags, require_at_end=False)
-            end = len(traj.response_ids) - 1
-            if call is None or not call.valid:
-                if cfg.empty_call == "stop":
-                    traj.finish_reason, row.active = "empty_call", False
-                else:
-                    tag = call.tag if call is not None else (out.stop_string or "</?>")[2:-1]
-                    reply(
-                        row, tag, "", f"Error: empty or malformed <{tag}> call; nothing was run.", end, False
-                    )
-                continue
-            if traj.call_count >= cfg.call_limit:
-                if cfg.over_limit == "eos" and eos is not None:
-                    # The reference trains on this EOS although it was never sampled; we mask it.
-                    if len(traj.response_ids) < budget:
-                        traj.append([eos], sampled=False)
-                    traj.finish_reason, row.active = "call_limit", False
-                else:
-                    message = OVER_LIMIT_MESSAGES.get(
-                        call.tag, f"The maximum {call.tag} call limit is exceeded."
-                    )
-                    reply(row, call.tag, call.argument, message, end, False)
-                continue
-            if (
-                cfg.repeated_query == "message"
-                and call.tag == "search"
-                and (call.tag, call.argument) in row.queries
-            ):
-                reply(row, call.tag, call.argument, REPEATED_QUERY_MESSAGE, end, True)
-                continue
-            row.queries.add((call.tag, call.argument))
-            calls.append((row, call.tag, call.argument, end))
+            elif (call := dispatch(row, out.tokens, out.stop_string)) is not None:
+                calls.append(call)
         if calls:
             t0 = time.perf_counter()
             _execute(calls, runtime, cfg, tokenizer)
@@ -364,7 +397,9 @@ def _execute(
             text, ok, latency, meta = f"Error: no tool runtime; <{tag}> was not run.", False, 0.0, {}
         else:
             text, ok, latency, meta = res.text, res.ok, res.latency, dict(res.metadata)
-        _append_result(row, tag, arg, text, ok, latency, end, cfg, tokenizer, counted=True, metadata=meta)
+        _append_result(
+            row, tag, arg, text, ok, latency, end, cfg, tokenizer, counted=True, ran=True, metadata=meta
+        )
 
 
 def _append_result(
@@ -378,6 +413,7 @@ def _append_result(
     cfg: LoopConfig,
     tokenizer: Any,
     counted: bool,
+    ran: bool,
     metadata: dict[str, Any] | None = None,
 ) -> None:
     traj = row.traj
@@ -401,6 +437,9 @@ def _append_result(
             call_end=call_end,
             result_span=(start, start + len(tokens)),
             metadata=metadata or {},
+            ran=ran,
+            counted=counted,
+            session_calls=len(traj.session.calls) if traj.session is not None else 0,
         )
     )
 

@@ -32,6 +32,13 @@ class ToolCallRecord:
     # Response positions [start, end) of the inserted result tokens.
     result_span: tuple[int, int]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Handed to the tool runtime (False: the loop answered it itself — malformed, over the limit, repeated).
+    ran: bool = True
+    # Counts towards the call limit.
+    counted: bool = True
+    # Length of the session's call log once this call returned: a branch whose prefix ends after this call
+    # forks the session at this point, so calls the loop answered itself are never replayed.
+    session_calls: int = 0
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Trajectory:
     call_count: int = 0
     session: Session | None = field(default=None, repr=False, compare=False)
     text: str = ""
+    # Why the rollout could not run (finish_reason "fork_failed"); such a branch is dropped by the trainer.
+    error: str = ""
 
     def __len__(self) -> int:
         return len(self.response_ids)
