@@ -75,7 +75,9 @@ def _points(init):
     for (i, a), (j, b) in itertools.combinations(enumerate(init), 2):
         if a.uid != b.uid:
             continue
-        d = next((k for k, (x, y) in enumerate(zip(a.response_ids, b.response_ids)) if x != y), None)
+        d = next(
+            (k for k, (x, y) in enumerate(zip(a.response_ids, b.response_ids, strict=False)) if x != y), None
+        )
         if d is not None and a.loss_mask[d] == b.loss_mask[d] == 1:
             points.update({(i, d), (j, d)})
     return sorted(points)

@@ -240,7 +240,9 @@ def test_branch_state_counts_only_calls_that_ran(tiny, python_runtime, scripted_
     branches = run_rollouts(engine, branch_requests(init.trajectories, points), python_runtime, _cfg())
     for b in branches.trajectories:
         assert b.finish_reason == "eos", b.error
-        assert [c.result for c in b.tool_calls[:inherited]] == [c.result for c in parent.tool_calls[:inherited]]
+        assert [c.result for c in b.tool_calls[:inherited]] == [
+            c.result for c in parent.tool_calls[:inherited]
+        ]
         assert [c.result for c in b.tool_calls if c.ran] == ["1", "2"]  # x += 1 saw x = 1, not x = 2
         assert b.call_count == 2
         b.check()
