@@ -161,6 +161,9 @@ def test_unknown_key_names_the_closest_valid_key(override: str, closest: str) ->
         (["data.train_batch_size=6", f"{AR}.actor.ppo_mini_batch_size=4"], "ppo_mini_batch_size", "4"),
         # APPO needs a branch budget K = n - n0 >= 1.
         ([f"{AR}.rollout.initial_rollouts=4", f"{AR}.rollout.n=4"], "initial_rollouts", "4"),
+        # A backend that does not exist yet is refused before any work, not silently replaced by hf.
+        ([f"{AR}.rollout.name=vllm"], "rollout.name", "vllm"),
+        ([f"{AR}.rollout.name=sglang"], "rollout.name", "sglang"),
     ],
 )
 def test_bad_values_name_key_expectation_and_value(overrides: list[str], key: str, given: str) -> None:

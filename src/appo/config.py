@@ -33,7 +33,8 @@ REWARD_SCALE_MODES = ("off", "reference", "advantage")
 BRANCHING_SCORES = ("appo", "entropy", "future")
 BRANCH_ENTROPIES = ("exact", "topk")
 BRANCH_CALL_COUNTERS = ("response", "reference")
-ROLLOUT_NAMES = ("hf", "vllm")
+# Rollout backends that exist; "vllm" is planned and rejected with a message until it does.
+ROLLOUT_NAMES = ("hf",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATIONS = ("error", "left", "right")
@@ -581,6 +582,12 @@ def _positive(cfg: DictConfig, key: str, strict: bool = True) -> None:
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that types alone cannot express."""
     ar = "actor_rollout_ref"
+    _check(
+        cfg.actor_rollout_ref.rollout.name != "vllm",
+        f"{ar}.rollout.name",
+        "hf (the vLLM backend is not available yet; the HF engine runs on CPU and CUDA)",
+        "vllm",
+    )
     for key, choices in [
         ("algorithm.adv_estimator", ADV_ESTIMATORS),
         ("algorithm.reward_scale_mode", REWARD_SCALE_MODES),

@@ -168,3 +168,104 @@ def test_impossible_configuration_fails_before_work(overrides, tmp_path):
     cfg = load_config(None, overrides("appo", f"data.train_files=[{tmp_path / 'missing.parquet'}]"))
     with pytest.raises(ConfigError, match=r"missing\.parquet"):
         train(cfg)
+
+
+def _grad(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def _reference_grad(model, rows, adv, old, loss_mode, tokenizer):
+    """The spec's loss over ``rows`` as one batch: policy_loss with its own filter and token-mean."""
+    from appo import algo
+    from appo.train.rl import policy_logprobs
+
+    model.zero_grad(set_to_none=True)
+    batch = collate(rows, tokenizer.pad_token_id)
+    width = batch["responses"].shape[1]
+    pad = lambda xs: torch.stack([torch.cat([x, x.new_zeros(width - len(x))]) for x in xs])  # noqa: E731
+    logp, _ = policy_logprobs(model, batch)
+    loss, metrics = algo.policy_loss(pad(old), logp, pad(adv), batch["loss_mask"], loss_mode)
+    loss.backward()
+    return _grad(model), loss.item(), metrics
+
+
+@pytest.mark.parametrize("loss_mode", ["vanilla", "future_kl"])
+def test_an_optimizer_step_normalises_by_its_own_mini_batch(tiny, loss_mode):
+    """The denominator is the mini-batch's tokens, however many other rows the step has: the gradient of
+    mini-batch {0..3} out of 8 rows equals the token-mean loss over those 4 rows alone; on-policy, the
+    future-KL weights report their true mean 1.0 (not 1.0 × the mini-batch's share of the step)."""
+    model, tokenizer = tiny
+    cfg = load_config(
+        None,
+        [
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
+            "actor_rollout_ref.actor.use_kl_loss=false",
+        ],
+    )
+    rows = _rows(tokenizer, n_init=8, n_branch=0, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    adv = [torch.randn(len(t.response_ids), generator=gen) for t in rows]
+    with torch.no_grad():
+        from appo.train.rl import recompute_logprobs
+
+        old, _ = recompute_logprobs(model, rows, cfg, tokenizer.pad_token_id, 10_000)  # on-policy
+    expected, expected_loss, _ = _reference_grad(model, rows[:4], adv[:4], old[:4], loss_mode, tokenizer)
+    model.zero_grad(set_to_none=True)
+    metrics = accumulate_policy_gradient(
+        model, rows, adv, old, None, cfg, tokenizer.pad_token_id, [[0, 1], [2], [3]]
+    )
+    assert torch.allclose(_grad(model), expected, atol=1e-6, rtol=1e-4)
+    assert metrics["actor/pg_loss"] == pytest.approx(expected_loss, rel=1e-4, abs=1e-6)
+    if loss_mode == "future_kl":
+        assert metrics["actor/fipo_iw_mean"] == pytest.approx(1.0, abs=1e-5)
+    model.zero_grad(set_to_none=True)
+
+
+def test_rows_removed_by_the_future_kl_filter_leave_the_denominator(tiny):
+    """Spec invariant 22: a row with two tokens where A < 0 and r > c leaves numerator and denominator,
+    also when the mini-batch is split into micro-batches that each normalise by the mini-batch."""
+    model, tokenizer = tiny
+    cfg = load_config(
+        None,
+        [
+            "actor_rollout_ref.actor.policy_loss.loss_mode=future_kl",
+            "actor_rollout_ref.actor.use_kl_loss=false",
+        ],
+    )
+    rows = _rows(tokenizer, n_init=4, n_branch=0, seed=5)
+    gen = torch.Generator().manual_seed(6)
+    adv = [torch.randn(len(t.response_ids), generator=gen).abs() for t in rows]
+    with torch.no_grad():
+        from appo.train.rl import recompute_logprobs
+
+        old, _ = recompute_logprobs(model, rows, cfg, tokenizer.pad_token_id, 10_000)
+    # Row 2: two sampled tokens with A < 0 whose old log-prob was far lower (r = e^15 > c).
+    for t in (2, 3):
+        adv[2][t] = -1.0
+        old[2][t] = old[2][t] - 15.0
+    expected, expected_loss, ref_metrics = _reference_grad(model, rows, adv, old, "future_kl", tokenizer)
+    assert ref_metrics["fipo_rows_filtered"].item() == 1.0
+    for groups in ([[0, 1, 2, 3]], [[0], [1, 2], [3]]):
+        model.zero_grad(set_to_none=True)
+        metrics = accumulate_policy_gradient(model, rows, adv, old, None, cfg, tokenizer.pad_token_id, groups)
+        assert metrics["actor/fipo_rows_filtered"] == 1.0
+        assert metrics["actor/pg_loss"] == pytest.approx(expected_loss, rel=1e-4, abs=1e-6)
+        assert torch.allclose(_grad(model), expected, atol=1e-6, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+
+
+def test_a_failed_tool_state_fork_drops_the_branch_not_the_step(overrides, monkeypatch):
+    from appo.tools import Session
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("upto_call=3 outside 0..2")
+
+    trainer = _trainer(overrides, "appo")
+    monkeypatch.setattr(Session, "fork", broken)
+    try:
+        out = trainer.step()
+        assert out.metrics["branch/fork_failures"] == out.metrics["branch/points"] == 4
+        assert all(t.kind == "init" for t in out.trajectories)
+        assert out.metrics["actor/grad_norm"] > 0
+    finally:
+        trainer.close()

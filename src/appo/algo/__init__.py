@@ -15,7 +15,7 @@ from appo.algo.branching import (
     whitespace_token_table,
 )
 from appo.algo.logprobs import logprobs_and_entropy
-from appo.algo.losses import LOSS_AGG_MODES, aggregate_loss, kl_penalty, policy_loss
+from appo.algo.losses import LOSS_AGG_MODES, aggregate_loss, future_kl_row_filter, kl_penalty, policy_loss
 from appo.algo.scans import discounted_future_sum, future_values
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "branch_candidate_mask",
     "branching_scores",
     "discounted_future_sum",
+    "future_kl_row_filter",
     "future_values",
     "group_advantages",
     "kl_penalty",

@@ -12,7 +12,7 @@ import torch
 
 from appo.algo.scans import discounted_future_sum
 
-__all__ = ["LOSS_AGG_MODES", "aggregate_loss", "kl_penalty", "policy_loss"]
+__all__ = ["LOSS_AGG_MODES", "aggregate_loss", "future_kl_row_filter", "kl_penalty", "policy_loss"]
 
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 LOSS_AGG_MODES: tuple[str, ...] = (
@@ -104,6 +104,33 @@ def _masked_stat(x: torch.Tensor, m: torch.Tensor, how: str) -> torch.Tensor:
     return {"mean": v.mean, "min": v.min, "max": v.max}[how]().detach()
 
 
+def future_kl_row_filter(
+    old_logprobs: torch.Tensor,
+    logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_ratio_low: float = 0.2,
+    clip_ratio_high: float = 0.2,
+    clip_ratio_c: float = 3.0,
+) -> torch.Tensor:
+    """Rows the future-KL loss keeps, [B] bool (spec §1.10 step 9): a row is dropped when more than one of
+    its tokens has A_t < 0 and a ratio past the dual clip, max(r_t, clip(r_t, 1−ε_lo, 1+ε_hi)) > c.
+
+    That is C1_t > −Ã_t·c for Ã_t < 0, divided by −Ã_t > 0 (Ã = A·(1 + b·w) has A's sign since b ≥ 0,
+    w > 0). A trainer that normalises over a whole mini-batch calls this first to count the kept tokens,
+    then passes the result to :func:`policy_loss` as ``keep_rows``."""
+    with torch.no_grad():
+        m = mask.to(torch.bool)
+        d = torch.where(m, logprobs.detach() - old_logprobs.detach(), torch.zeros_like(logprobs)).clamp(
+            -20, 20
+        )
+        ratio = torch.exp(d)
+        past = torch.maximum(ratio, ratio.clamp(1.0 - clip_ratio_low, 1.0 + clip_ratio_high)) > clip_ratio_c
+        bad = (advantages < 0) & m & past
+        return bad.sum(dim=-1) <= 1
+
+
 def policy_loss(
     old_logprobs: torch.Tensor,
     logprobs: torch.Tensor,
@@ -122,6 +149,7 @@ def policy_loss(
     loss_agg_mode: LossAggMode = "token-mean",
     chunk_size: int = 64,
     denominator: float | torch.Tensor | None = None,
+    keep_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-style policy loss; returns (scalar loss, metrics of detached 0-dim tensors).
 
@@ -142,7 +170,8 @@ def policy_loss(
       6. safety cap: where A_t < 0 ∧ r_t > τ: w_t ← clamp(w_t, 0.8, 1.0)
       7. Ã_t = A_t·(1 + b·w_t)
       8. dual clip as above on Ã
-      9. sequence filter: drop a row entirely if #{t : A_t < 0 ∧ m_t ∧ C1_t > −Ã_t c} > 1
+      9. sequence filter (:func:`future_kl_row_filter`, or ``keep_rows`` [B] when given): drop a row
+        entirely if #{t : A_t < 0 ∧ m_t ∧ C1_t > −Ã_t c} > 1
      10. loss = aggregate_loss(ℓ, m ∧ keep_row, ``loss_agg_mode``)
     Metrics: ``pg_loss``, ``pg_clipfrac`` (fraction with −Ã·clip(r) > −Ã·r), ``ppo_kl``,
     ``pg_clipfrac_lower`` (fraction with (C1 > −Ã c) ∧ Ã < 0), all over m; for future_kl also
@@ -221,11 +250,19 @@ def policy_loss(
 
     final_mask = m
     if mode == "future_kl":
-        with torch.no_grad():
-            bad = (adv < 0) & m & (c1.detach() > loss3.detach())
-            keep_row = bad.sum(dim=-1, keepdim=True) <= 1
-            final_mask = m & keep_row
-            metrics["fipo_rows_filtered"] = (~keep_row & m.any(dim=-1, keepdim=True)).sum().float()
+        if keep_rows is None:
+            keep_rows = future_kl_row_filter(
+                old_logprobs,
+                logprobs,
+                advantages,
+                mask,
+                clip_ratio_low=clip_ratio_low,
+                clip_ratio_high=clip_ratio_high,
+                clip_ratio_c=clip_ratio_c,
+            )
+        keep_row = keep_rows.to(device=m.device, dtype=torch.bool)[:, None]
+        final_mask = m & keep_row
+        metrics["fipo_rows_filtered"] = (~keep_row & m.any(dim=-1, keepdim=True)).sum().float()
     loss = aggregate_loss(per_token, final_mask, loss_agg_mode, denominator=denominator)
     metrics["pg_loss"] = loss.detach()
     return loss, metrics

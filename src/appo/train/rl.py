@@ -12,9 +12,10 @@ One step (``algorithm.adv_estimator=appo``)::
 GRPO: n initial rollouts, one group per prompt, no branching. ARPO: the rollout branches after tool
 results when entropy rises (the loop's ARPO mode), then a GRPO update on all rows.
 
-Aggregation is token-weighted over the whole mini-batch (the denominator is fixed before any forward
-pass), so how rows are grouped into micro-batches never changes the gradient, and branch rows — which
-never enter the loss — could be added to any micro-batch without changing it (spec §6, invariant 20).
+Aggregation is token-weighted over each mini-batch — one optimizer step — with a denominator fixed before
+any backward pass (the future-KL filter's kept rows are found by a no-grad pass once the policy has moved),
+so how rows are grouped into micro-batches never changes the gradient, and branch rows — which never enter
+the loss — could be added to any micro-batch without changing it (spec §6, invariants 20 and 22).
 """
 
 from __future__ import annotations
@@ -104,6 +105,67 @@ class UpdateResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+# Metrics of a micro-batch that combine over the mini-batch by min, max or sum (others: token-weighted mean).
+_MIN_METRICS = {"fipo_iw_min", "fipo_iw_raw_min"}
+_MAX_METRICS = {"fipo_iw_max", "fipo_iw_raw_max"}
+_SUM_METRICS = {"fipo_rows_filtered"}
+
+
+def _forward_micro_batch(
+    model: Any,
+    rows: Sequence[Trajectory],
+    group: Sequence[int],
+    advantages: Sequence[torch.Tensor],
+    old_logprobs: Sequence[torch.Tensor],
+    cfg: DictConfig,
+    pad_token_id: int,
+    with_entropy: bool,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Collate ``group`` and run the actor: (batch, advantages, old log-probs, log-probs, entropies)."""
+    device = next(model.parameters()).device
+    batch = collate([rows[i] for i in group], pad_token_id, device=device)
+    width = batch["responses"].shape[1]
+    adv = torch.stack([_pad(advantages[i], width) for i in group]).to(device)
+    old = torch.stack([_pad(old_logprobs[i], width) for i in group]).to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    with autocast:
+        logp, entropy = policy_logprobs(
+            model, batch, float(cfg.actor_rollout_ref.rollout.temperature), with_entropy=with_entropy
+        )
+    return batch, adv, old, logp, entropy
+
+
+@torch.no_grad()
+def future_kl_keep_rows(
+    model: Any,
+    rows: Sequence[Trajectory],
+    advantages: Sequence[torch.Tensor],
+    old_logprobs: Sequence[torch.Tensor],
+    cfg: DictConfig,
+    pad_token_id: int,
+    groups: list[list[int]],
+) -> dict[int, bool]:
+    """Which rows of a mini-batch the future-KL sequence filter keeps under the current policy (a no-grad
+    pass), so the loss can be normalised by the kept tokens of the whole mini-batch before any backward."""
+    actor = cfg.actor_rollout_ref.actor
+    keep: dict[int, bool] = {}
+    for group in groups:
+        batch, adv, old, logp, _ = _forward_micro_batch(
+            model, rows, group, advantages, old_logprobs, cfg, pad_token_id, with_entropy=False
+        )
+        kept = algo.future_kl_row_filter(
+            old,
+            logp.float(),
+            adv,
+            batch["loss_mask"],
+            clip_ratio_low=actor.clip_ratio_low,
+            clip_ratio_high=actor.clip_ratio_high,
+            clip_ratio_c=actor.clip_ratio_c,
+        )
+        keep.update(zip(group, kept.tolist(), strict=True))
+    return keep
+
+
 def accumulate_policy_gradient(
     model: Any,
     rows: Sequence[Trajectory],
@@ -113,28 +175,42 @@ def accumulate_policy_gradient(
     cfg: DictConfig,
     pad_token_id: int,
     groups: list[list[int]],
+    keep: dict[int, bool] | None = None,
 ) -> dict[str, float]:
-    """Backward the mini-batch loss over ``groups`` of row indices (micro-batches); returns metrics.
+    """Backward one mini-batch's loss, computed over its micro-batches ``groups`` (lists of row indices).
 
-    loss = Σ_tokens ℓ_pg·m / N  + kl_coef·Σ kl·m / N − entropy_coeff·Σ H·m / N, with N = Σ m over the
-    whole mini-batch (m = loss mask: model-sampled tokens of init rows)."""
+    The loss is the mini-batch's, however it is split: with m the loss mask (model-sampled tokens of
+    initial rows) and M the mask of the rows the future-KL filter keeps (``keep``; found by a no-grad pass
+    when not given; the trainer passes "all" while the policy is still the one of ``old_logprobs``),
+      token-mean:                 Σ ℓ_pg·M / Σ M
+      seq-mean-token-{sum,mean}:  Σ_rows (row value) / #non-empty kept rows
+      seq-mean-token-sum-norm:    Σ ℓ_pg·M / data.max_response_length   (Dr. GRPO's constant horizon)
+    plus kl_loss_coef·Σ kl·m / Σ m − entropy_coeff·Σ H·m / Σ m; every sum runs over the whole mini-batch.
+    Metrics are mini-batch values: token-weighted means, min/max of extremes, sums of counts."""
     actor = cfg.actor_rollout_ref.actor
     pl = actor.policy_loss
-    temperature = float(cfg.actor_rollout_ref.rollout.temperature)
-    device = next(model.parameters()).device
-    total_tokens = sum(float(sum(t.loss_mask)) for t in rows if t.kind != "branch")
-    denominator = max(total_tokens, 1.0)
+    if keep is None and pl.loss_mode == "future_kl":
+        keep = future_kl_keep_rows(model, rows, advantages, old_logprobs, cfg, pad_token_id, groups)
+    mini = [i for group in groups for i in group]
+    # Branch rows are never trained (collate zeroes their loss mask), so they count no tokens either.
+    tokens = {i: 0.0 if rows[i].kind == "branch" else float(sum(rows[i].loss_mask)) for i in mini}
+    kept = [i for i in mini if keep is None or keep[i]]
+    loss_tokens = max(1.0, sum(tokens.values()))
+    mode = actor.loss_agg_mode
+    if mode == "token-mean":
+        pg_denominator = max(1.0, sum(tokens[i] for i in kept))
+    elif mode == "seq-mean-token-sum-norm":
+        pg_denominator = float(cfg.data.max_response_length)
+    else:
+        pg_denominator = max(1.0, float(sum(1 for i in kept if tokens[i] > 0)))
     sums: Counter[str] = Counter()
+    extremes: dict[str, float] = {}
     for group in groups:
-        trajs = [rows[i] for i in group]
-        batch = collate(trajs, pad_token_id, device=device)
-        width = batch["responses"].shape[1]
-        adv = torch.stack([_pad(advantages[i], width) for i in group]).to(device)
-        old = torch.stack([_pad(old_logprobs[i], width) for i in group]).to(device)
+        batch, adv, old, logp, entropy = _forward_micro_batch(
+            model, rows, group, advantages, old_logprobs, cfg, pad_token_id, actor.entropy_coeff > 0
+        )
         mask = batch["loss_mask"]
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-        with autocast:
-            logp, entropy = policy_logprobs(model, batch, temperature, with_entropy=actor.entropy_coeff > 0)
+        keep_rows = None if keep is None else torch.tensor([keep[i] for i in group], device=mask.device)
         loss, metrics = algo.policy_loss(
             old,
             logp,
@@ -149,36 +225,39 @@ def accumulate_policy_gradient(
             future_kl_clip_high_only=pl.future_kl_clip_high_only,
             future_kl_weight=pl.future_kl_weight,
             safety_thresh=pl.safety_thresh,
-            loss_agg_mode=actor.loss_agg_mode,
+            loss_agg_mode=mode,
             chunk_size=pl.chunk_size,
-            denominator=denominator if actor.loss_agg_mode == "token-mean" else None,
+            denominator=pg_denominator,
+            keep_rows=keep_rows,
         )
-        if actor.loss_agg_mode != "token-mean":
-            # Row-based modes: weight the micro-batch by its share of non-empty rows.
-            share = float((mask.sum(-1) > 0).sum()) / max(
-                1.0, float(sum(1 for t in rows if any(t.loss_mask)))
-            )
-            loss = loss * share
         total = loss
         if actor.use_kl_loss and ref_logprobs is not None:
-            ref = torch.stack([_pad(ref_logprobs[i], width) for i in group]).to(device)
+            width = mask.shape[1]
+            ref = torch.stack([_pad(ref_logprobs[i], width) for i in group]).to(mask.device)
             kl = algo.kl_penalty(logp, ref, actor.kl_loss_type)
-            kl_loss = algo.aggregate_loss(kl, mask, "token-mean", denominator=denominator)
+            kl_loss = algo.aggregate_loss(kl, mask, "token-mean", denominator=loss_tokens)
             total = total + actor.kl_loss_coef * kl_loss
             sums["actor/kl_loss"] += float(kl_loss.detach())
         if actor.entropy_coeff > 0:
-            ent_loss = algo.aggregate_loss(entropy, mask, "token-mean", denominator=denominator)
+            ent_loss = algo.aggregate_loss(entropy, mask, "token-mean", denominator=loss_tokens)
             total = total - actor.entropy_coeff * ent_loss
         sums["actor/entropy"] += float(
-            algo.aggregate_loss(entropy.detach(), mask, "token-mean", denominator=denominator)
+            algo.aggregate_loss(entropy.detach(), mask, "token-mean", denominator=loss_tokens)
         )
         total.backward()
-        share_tokens = float(mask.sum()) / denominator
         sums["actor/pg_loss"] += float(loss.detach())
+        share = float(mask.sum()) / loss_tokens
         for key, value in metrics.items():
-            if key != "pg_loss":
-                sums[f"actor/{key}"] += float(value) * share_tokens
-    return dict(sums)
+            name, v = f"actor/{key}", float(value)
+            if key in _MIN_METRICS or key in _MAX_METRICS:
+                if float(mask.sum()) > 0:
+                    pick = min if key in _MIN_METRICS else max
+                    extremes[name] = pick(extremes.get(name, v), v)
+            elif key in _SUM_METRICS:
+                sums[name] += v
+            elif key != "pg_loss":
+                sums[name] += v * share
+    return {**sums, **extremes}
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -479,8 +558,13 @@ class RLTrainer:
             branch_result = run_rollouts(
                 self.engine, branch_requests(init, points), self.runtime, self.loop_cfg, generator
             )
-            branches = branch_result.trajectories
+            # A branch whose tool state could not be forked has no continuation to credit: drop it.
+            failed = [t for t in branch_result.trajectories if t.finish_reason == "fork_failed"]
+            branches = [t for t in branch_result.trajectories if t.finish_reason != "fork_failed"]
             metrics.update({f"branch_{k}": v for k, v in branch_result.metrics.items()})
+            metrics["branch/fork_failures"] = float(len(failed))
+            for t in failed:
+                t.close()
             timings["appo_branch"] = time.perf_counter() - t0
         for traj in (*init, *branches):
             traj.close()
@@ -582,7 +666,9 @@ class RLTrainer:
         rows_per_prompt = max(1, len(rows) // max(1, n_prompts))
         mini_rows = max(1, int(actor.ppo_mini_batch_size) * rows_per_prompt)
         totals: Counter[str] = Counter()
+        extremes: dict[str, float] = {}
         n_updates = 0
+        moved = False  # has an optimizer step changed the policy since old_logprobs were computed?
         for epoch in range(int(actor.ppo_epochs)):
             order = list(range(len(rows)))
             if actor.shuffle:
@@ -595,22 +681,43 @@ class RLTrainer:
                     [mini[j] for j in g]
                     for g in micro_batches(lengths, max_tokens, actor.ppo_micro_batch_size_per_gpu)
                 ]
+                keep = None
+                if actor.policy_loss.loss_mode == "future_kl":
+                    # Unmoved, the policy is the one that gave old_logprobs (r ≡ 1 < c): no row is filtered.
+                    keep = (
+                        future_kl_keep_rows(
+                            self.model, rows, advantages, old_logprobs, cfg, self.pad_id, groups
+                        )
+                        if moved
+                        else dict.fromkeys(mini, True)
+                    )
                 self.optimizer.zero_grad(set_to_none=True)
                 sums = accumulate_policy_gradient(
-                    self.model, rows, advantages, old_logprobs, ref_logprobs, cfg, self.pad_id, groups
+                    self.model, rows, advantages, old_logprobs, ref_logprobs, cfg, self.pad_id, groups, keep
                 )
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(actor.grad_clip))
                 if torch.isfinite(grad_norm):
                     self.optimizer.step()
+                    moved = True
                 else:
                     totals["actor/skipped_steps"] += 1
                 totals["actor/grad_norm"] += float(grad_norm)
                 for key, value in sums.items():
-                    totals[key] += value
+                    short = key.removeprefix("actor/")
+                    if short in _MIN_METRICS or short in _MAX_METRICS:
+                        pick = min if short in _MIN_METRICS else max
+                        extremes[key] = pick(extremes.get(key, value), value)
+                    else:
+                        totals[key] += value
                 n_updates += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
-        out = {k: v / max(1, n_updates) for k, v in totals.items()}
+        # Per optimizer step means, except counts (summed over the step) and extremes.
+        out = {
+            k: v if k.removeprefix("actor/") in _SUM_METRICS else v / max(1, n_updates)
+            for k, v in totals.items()
+        }
+        out.update(extremes)
         out["actor/optimizer_steps"] = float(n_updates)
         return out
 
