@@ -171,6 +171,19 @@ def write_report(run_dir: str | Path, tokenizer: Any = None) -> Path:
         if key in last or key in first:
             lines.append(f"| {label} | {_fmt(first.get(key))} | {_fmt(last.get(key))} |")
     lines.append("")
+    branch_totals = [
+        ("branch/points", "branch points"),
+        ("branch/strict", "strict (both z-scores > 0)"),
+        ("branch/fallback", "fallback (best remaining score)"),
+        ("branch/duplicate", "duplicates (a prompt with fewer eligible tokens than K)"),
+        ("branch/prompts_without_candidates", "prompts with no eligible split token: no branch"),
+        ("branch/fork_failures", "branches dropped: tool state could not be forked"),
+    ]
+    if any(key in m for m in metrics for key, _ in branch_totals):
+        lines += ["## Branch statistics (all steps)", "", "| | total |", "|---|---|"]
+        for key, label in branch_totals:
+            lines.append(f"| {label} | {_fmt(sum(float(m.get(key, 0.0)) for m in metrics))} |")
+        lines.append("")
     for name, title in plots:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     if split_tokens:
