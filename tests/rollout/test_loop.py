@@ -7,6 +7,7 @@ import pytest
 
 from appo.rollout.engine import SamplingParams, logprob_entropy_reference
 from appo.rollout.loop import LoopConfig, RolloutRequest, branch_requests, run_rollouts
+from appo.rollout.scripted import ScriptedEngine
 
 STOPS = ("</search>", "</python>")
 
@@ -289,3 +290,44 @@ def test_a_failed_fork_fails_the_branch_not_the_batch(scripted, python_runtime, 
     assert out[1].response_ids == parent.response_ids[: split + 1]
     for t in (*out, parent):
         t.close()
+
+
+_TWO_CALLS = [
+    "<think>I multiply first.</think>\n<python>x = 6 * 7\nprint(x)</python>",
+    "<think>Now add one.</think>\n<python>print(x + 1)</python>",
+    "<think>Done.</think>\n<answer>The answer is \\boxed{43}</answer>",
+]
+
+
+def _resuming_script(text: str) -> str:
+    """The two-call script, continuing a round that a branch prefix has already begun."""
+    done = text.count("</result>")
+    segment = text.rsplit("</result>", 1)[-1] if done else text.split("assistant\n")[-1]
+    full = _TWO_CALLS[min(done, 2)]
+    return next((full[k:] for k in range(len(full), 0, -1) if segment.endswith(full[:k])), full)
+
+
+@pytest.mark.parametrize("cut", ["<python", "<python>print(", "print(x + 1)</", "print(x + 1)</python"])
+def test_branch_split_inside_a_call_or_its_closing_tag_runs_that_call(tiny, python_runtime, cut):
+    """The round a branch continues began in its prefix: the call is parsed, and the closing tag matched,
+    over the whole segment since the last tool result, not only the tokens the branch sampled."""
+    model, tok = tiny
+    engine = ScriptedEngine(model, tok, _resuming_script)
+    init = run_rollouts(engine, [RolloutRequest(prompt_ids=_prompt(tok), uid="q0")], python_runtime, _cfg())
+    parent = init.trajectories[0]
+    assert [c.result for c in parent.tool_calls] == ["42", "43"]
+    start = parent.tool_calls[0].result_span[1]
+    split = next(
+        s
+        for s in range(start, len(parent.response_ids))
+        if tok.decode(parent.response_ids[start : s + 1]).endswith(cut)
+    )
+    points = [SimpleNamespace(row=0, split=split, score=1.0, kind="strict")]
+    (b,) = run_rollouts(
+        engine, branch_requests(init.trajectories, points), python_runtime, _cfg()
+    ).trajectories
+    assert [(c.ran, c.result) for c in b.tool_calls] == [(True, "42"), (True, "43")]
+    assert b.call_count == 2 and b.finish_reason == "eos"
+    assert b.text.count("</python>") == 2 and "</python>python" not in b.text
+    b.close()
+    parent.close()

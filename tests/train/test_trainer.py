@@ -269,3 +269,52 @@ def test_a_failed_tool_state_fork_drops_the_branch_not_the_step(overrides, monke
         assert out.metrics["actor/grad_norm"] > 0
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("mode", ["seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_row_based_aggregation_is_the_mini_batch_mean_over_rows(tiny, mode):
+    """seq-mean modes: the mean over the mini-batch's non-empty rows (sum-norm: of row sum / L_max), the
+    same for any micro-batching and independent of the rest of the step."""
+    from appo import algo
+    from appo.train.rl import policy_logprobs, recompute_logprobs
+
+    model, tokenizer = tiny
+    cfg = load_config(
+        None,
+        [
+            f"actor_rollout_ref.actor.loss_agg_mode={mode}",
+            "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
+            "actor_rollout_ref.actor.use_kl_loss=false",
+        ],
+    )
+    rows = _rows(tokenizer, n_init=6, n_branch=0, seed=8)
+    gen = torch.Generator().manual_seed(9)
+    adv = [torch.randn(len(t.response_ids), generator=gen) for t in rows]
+    old, _ = recompute_logprobs(model, rows, cfg, tokenizer.pad_token_id, 10_000)
+
+    # Reference: one batch of the mini-batch's 3 rows, per-row values averaged by hand.
+    model.zero_grad(set_to_none=True)
+    batch = collate(rows[:3], tokenizer.pad_token_id)
+    width = batch["responses"].shape[1]
+    pad = lambda xs: torch.stack([torch.cat([x, x.new_zeros(width - len(x))]) for x in xs])  # noqa: E731
+    logp, _ = policy_logprobs(model, batch)
+    terms = []
+    for j in range(3):
+        m = batch["loss_mask"][j : j + 1]
+        row_sum, _ = algo.policy_loss(
+            pad(old[j : j + 1]), logp[j : j + 1], pad(adv[j : j + 1]), m, "vanilla", denominator=1.0
+        )
+        if mode == "seq-mean-token-mean":
+            row_sum = row_sum / m.sum()
+        elif mode == "seq-mean-token-sum-norm":
+            row_sum = row_sum / cfg.data.max_response_length
+        terms.append(row_sum)
+    reference = sum(terms) / 3
+    reference.backward()
+    expected = _grad(model)
+    for groups in ([[0, 1, 2]], [[2], [0, 1]]):
+        model.zero_grad(set_to_none=True)
+        metrics = accumulate_policy_gradient(model, rows, adv, old, None, cfg, tokenizer.pad_token_id, groups)
+        assert metrics["actor/pg_loss"] == pytest.approx(reference.item(), rel=1e-4, abs=1e-7)
+        assert (_grad(model) - expected).abs().max() <= 1e-4 * expected.abs().max()
+    model.zero_grad(set_to_none=True)

@@ -59,11 +59,18 @@ class Sequence:
     length: int = 0
     # Every token of the stream so far (in the cache or pending).
     history: list[int] = field(default_factory=list)
+    # Tokens written before this round that a stop string may span: the start of the current segment
+    # when a branch splits inside a tool call or its closing tag. Set by the caller before sampling.
+    stop_context: list[int] = field(default_factory=list)
 
     def fork(self) -> Sequence:
         # Cache tensors are never modified in place (appending creates new tensors), so sharing is safe.
         return Sequence(
-            pending=list(self.pending), cache=self.cache, length=self.length, history=list(self.history)
+            pending=list(self.pending),
+            cache=self.cache,
+            length=self.length,
+            history=list(self.history),
+            stop_context=list(self.stop_context),
         )
 
     def extend(self, tokens: Seq[int]) -> None:
@@ -140,13 +147,18 @@ class StopMatcher:
         texts = token_texts(tokenizer) if self.stops else []
         self.can_complete = [any(c in t for c in last_chars) for t in texts]
 
-    def match(self, segment: Seq[int]) -> str | None:
+    def match(self, segment: Seq[int], context: Seq[int] = ()) -> str | None:
+        """The stop string completed by the last token of ``segment`` (this round's tokens), which may
+        begin in ``context`` (tokens of the same text written before this round)."""
         if not self.stops or not segment:
             return None
         last = segment[-1]
         if last >= len(self.can_complete) or not self.can_complete[last]:
             return None
-        tail = self.tokenizer.decode(list(segment[-self.WINDOW :]))
+        window = list(segment[-self.WINDOW :])
+        if len(window) < self.WINDOW and context:
+            window = list(context[len(window) - self.WINDOW :]) + window
+        tail = self.tokenizer.decode(window)
         hits = [(tail.find(s), s) for s in self.stops if s in tail]
         return min(hits)[1] if hits else None
 
@@ -378,7 +390,7 @@ class HFEngine:
                 seq.history.append(token)
                 if token in self.eos_token_ids:
                     res.finish_reason = "eos"
-                elif (hit := matcher.match(res.tokens)) is not None:
+                elif (hit := matcher.match(res.tokens, seq.stop_context)) is not None:
                     res.finish_reason, res.stop_string = "stop", hit
                 elif len(res.tokens) >= budgets[i]:
                     res.finish_reason = "length"

@@ -153,6 +153,9 @@ class _Row:
         self.queries: set[tuple[str, str]] = set()
         # A branch whose prefix ends on a stop string: the call it closes is handled before sampling.
         self.stop_string: str | None = None
+        # Response index where the current segment (the text a call is parsed from) begins: after the last
+        # tool result. A branch that splits inside a call starts with part of the segment in its prefix.
+        self.segment_start = len(traj.response_ids)
         self.active = True
         self.initial_entropy: float | None = None  # ARPO's H0 of this trajectory
         self.last_entropy: float | None = None
@@ -177,6 +180,7 @@ class _Row:
         traj.session = t.session.fork() if t.session is not None else None
         row = _Row(traj, self.seq.fork())
         row.queries = set(self.queries)
+        row.segment_start = self.segment_start
         row.active = self.active
         row.initial_entropy = self.initial_entropy
         return row
@@ -227,6 +231,7 @@ def _start_rows(
         else:
             row = _Row(traj, shared[key].fork())
         row.queries = queries
+        row.segment_start = traj.tool_calls[-1].result_span[1] if traj.tool_calls else 0
         if failed:
             traj.finish_reason, row.active = "fork_failed", False
             traj.error = failed
@@ -287,8 +292,8 @@ def run_rollouts(
         )
 
     def dispatch(row: _Row, segment: list[int], stop_string: str | None) -> tuple[_Row, str, str, int] | None:
-        """Handle a round that ended on ``stop_string`` (the round's tokens are ``segment``): finish the
-        trajectory, answer the call with a message, or return the call to run."""
+        """Handle a round that ended on ``stop_string`` (``segment``: the response since the last tool
+        result): finish the trajectory, answer the call with a message, or return the call to run."""
         traj = row.traj
         if stop_string == "</answer>":
             traj.finish_reason, row.active = "answer", False
@@ -325,10 +330,10 @@ def run_rollouts(
     # Branches whose prefix ends on a closing tag handle that call first, under the same rules.
     first_calls = []
     for r in rows:
-        if r.active and r.stop_string is not None:
-            done_end = r.traj.tool_calls[-1].result_span[1] if r.traj.tool_calls else 0
-            if (call := dispatch(r, r.traj.response_ids[done_end:], r.stop_string)) is not None:
-                first_calls.append(call)
+        if not r.active or r.stop_string is None:
+            continue
+        if (call := dispatch(r, r.traj.response_ids[r.segment_start :], r.stop_string)) is not None:
+            first_calls.append(call)
     if first_calls:
         t0 = time.perf_counter()
         _execute(first_calls, runtime, cfg, tokenizer)
@@ -345,6 +350,8 @@ def run_rollouts(
         if not active:
             break
         rounds += 1
+        for r in active:
+            r.seq.stop_context = r.traj.response_ids[r.segment_start :]
         t0 = time.perf_counter()
         outs = engine.sample(
             [r.seq for r in active],
@@ -361,7 +368,7 @@ def run_rollouts(
             sampled_tokens += len(out.tokens)
             if out.finish_reason != "stop":
                 traj.finish_reason, row.active = out.finish_reason, False
-            elif (call := dispatch(row, out.tokens, out.stop_string)) is not None:
+            elif (call := dispatch(row, traj.response_ids[row.segment_start :], out.stop_string)) is not None:
                 calls.append(call)
         if calls:
             t0 = time.perf_counter()
@@ -425,6 +432,7 @@ def _append_result(
         traj.finish_reason, row.active = "length", False
     traj.append(tokens, sampled=False)
     row.seq.extend(tokens)
+    row.segment_start = len(traj.response_ids)
     if counted:
         traj.call_count += 1
     traj.tool_calls.append(
@@ -509,7 +517,10 @@ def _arpo_round(
         generator=generator,
     )
     for index in picks:
-        rows.append(candidates[index].copy())
+        try:
+            rows.append(candidates[index].copy())
+        except Exception as exc:  # a tool state that cannot be copied costs this copy, not the batch
+            log.warning("ARPO copy of a %s row: tool state fork failed: %s", candidates[index].traj.uid, exc)
     # A prompt without an active row and fewer than n rows gets one fresh row per round.
     per_uid = Counter(r.traj.uid for r in rows)
     active_uids = {r.traj.uid for r in rows if r.active}

@@ -108,7 +108,7 @@ class UpdateResult:
 # Metrics of a micro-batch that combine over the mini-batch by min, max or sum (others: token-weighted mean).
 _MIN_METRICS = {"fipo_iw_min", "fipo_iw_raw_min"}
 _MAX_METRICS = {"fipo_iw_max", "fipo_iw_raw_max"}
-_SUM_METRICS = {"fipo_rows_filtered"}
+_SUM_METRICS = {"fipo_rows_filtered", "skipped_steps"}
 
 
 def _forward_micro_batch(
@@ -184,7 +184,8 @@ def accumulate_policy_gradient(
     when not given; the trainer passes "all" while the policy is still the one of ``old_logprobs``),
       token-mean:                 Σ ℓ_pg·M / Σ M
       seq-mean-token-{sum,mean}:  Σ_rows (row value) / #non-empty kept rows
-      seq-mean-token-sum-norm:    Σ ℓ_pg·M / data.max_response_length   (Dr. GRPO's constant horizon)
+      seq-mean-token-sum-norm:    Σ ℓ_pg·M / (data.max_response_length · #non-empty kept rows)
+                                  (Dr. GRPO: a constant horizon instead of each row's length)
     plus kl_loss_coef·Σ kl·m / Σ m − entropy_coeff·Σ H·m / Σ m; every sum runs over the whole mini-batch.
     Metrics are mini-batch values: token-weighted means, min/max of extremes, sums of counts."""
     actor = cfg.actor_rollout_ref.actor
@@ -199,10 +200,11 @@ def accumulate_policy_gradient(
     mode = actor.loss_agg_mode
     if mode == "token-mean":
         pg_denominator = max(1.0, sum(tokens[i] for i in kept))
-    elif mode == "seq-mean-token-sum-norm":
-        pg_denominator = float(cfg.data.max_response_length)
     else:
-        pg_denominator = max(1.0, float(sum(1 for i in kept if tokens[i] > 0)))
+        rows_kept = max(1.0, float(sum(1 for i in kept if tokens[i] > 0)))
+        # Dr. GRPO: the mean over rows of (row sum / a constant horizon).
+        horizon = float(cfg.data.max_response_length) if mode == "seq-mean-token-sum-norm" else 1.0
+        pg_denominator = rows_kept * horizon
     sums: Counter[str] = Counter()
     extremes: dict[str, float] = {}
     for group in groups:
@@ -684,6 +686,8 @@ class RLTrainer:
                 keep = None
                 if actor.policy_loss.loss_mode == "future_kl":
                     # Unmoved, the policy is the one that gave old_logprobs (r ≡ 1 < c): no row is filtered.
+                    # (Exact for models without dropout, as every model this trainer targets; with dropout
+                    # the train-mode forward differs from the eval-mode recompute by the dropout noise.)
                     keep = (
                         future_kl_keep_rows(
                             self.model, rows, advantages, old_logprobs, cfg, self.pad_id, groups
