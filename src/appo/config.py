@@ -32,6 +32,7 @@ KL_TYPES = ("kl", "abs", "mse", "low_var_kl")
 REWARD_SCALE_MODES = ("off", "reference", "advantage")
 BRANCHING_SCORES = ("appo", "entropy", "future")
 BRANCH_ENTROPIES = ("exact", "topk")
+FUTURE_VALUE_SOURCES = ("lagged", "reference", "rollout")
 BRANCH_CALL_COUNTERS = ("response", "reference")
 # Rollout backends that exist; "vllm" is planned and rejected with a message until it does.
 ROLLOUT_NAMES = ("hf",)
@@ -107,6 +108,19 @@ class AlgorithmConfig:
     branch_entropy: str = "exact"
     # Exclude EOS and tool-closing-tag tokens from split points (the reference allows them).
     exclude_stop_tokens_from_splits: bool = True
+    # The policy the FutureValue compares the current one with, ℓ_t = log π_current − log π_b (spec §1.5):
+    #   lagged    = the policy future_value_lag steps ago, or an EMA of it (future_value_ema): where recent
+    #               learning moves the policy on the suffix; one extra no-grad forward per step.
+    #   reference = the initial policy (the KL reference): how far training has moved it on the suffix.
+    #   rollout   = the sampler's log-probs (the reference implementation). The sampler and the trainer
+    #               share weights here, so ℓ is floating-point noise; kept for parity, with a warning.
+    future_value_source: str = "lagged"
+    future_value_lag: int = 1
+    # Set (e.g. 0.9) to use an EMA of the policy, θ_b ← d·θ_b + (1 − d)·θ after each step, instead of a lag.
+    future_value_ema: float | None = None
+    # Below this std of ℓ over valid tokens the FutureValue cannot tell tokens apart: warn (rollout), or
+    # rank by entropy alone for that step (lagged / reference before the policy has moved).
+    future_value_min_std: float = 1e-4
 
 
 @dataclass
@@ -244,6 +258,9 @@ class RolloutConfig:
     top_k: int = -1
     do_sample: bool = True
     dtype: str = "auto"
+    # Use the sampler's log-probs and entropies as the old policy's when they are the same computation
+    # (same weights, dtype and temperature); false always recomputes them with the actor.
+    reuse_logprobs: bool = True
     tensor_model_parallel_size: int = 1
     gpu_memory_utilization: float = 0.5
     max_num_batched_tokens: int = 8192
@@ -593,6 +610,7 @@ def validate(cfg: DictConfig) -> None:
         ("algorithm.reward_scale_mode", REWARD_SCALE_MODES),
         ("algorithm.branching_score", BRANCHING_SCORES),
         ("algorithm.branch_entropy", BRANCH_ENTROPIES),
+        ("algorithm.future_value_source", FUTURE_VALUE_SOURCES),
         (f"{ar}.actor.policy_loss.loss_mode", LOSS_MODES),
         (f"{ar}.actor.loss_agg_mode", LOSS_AGG_MODES),
         (f"{ar}.actor.kl_loss_type", KL_TYPES),
@@ -655,6 +673,14 @@ def validate(cfg: DictConfig) -> None:
     _check(rollout.top_p <= 1.0, f"{ar}.rollout.top_p", "a number in (0, 1]", rollout.top_p)
     _check(rollout.top_k == -1 or rollout.top_k > 0, f"{ar}.rollout.top_k", "-1 (off) or > 0", rollout.top_k)
     _check(0 < cfg.algorithm.gamma <= 1.0, "algorithm.gamma", "a number in (0, 1]", cfg.algorithm.gamma)
+    _check(
+        cfg.algorithm.future_value_lag >= 1,
+        "algorithm.future_value_lag",
+        "an integer >= 1 (steps behind the current policy)",
+        cfg.algorithm.future_value_lag,
+    )
+    ema = cfg.algorithm.future_value_ema
+    _check(ema is None or 0 <= ema < 1, "algorithm.future_value_ema", "null or a number in [0, 1)", ema)
     _check(
         0 <= cfg.algorithm.reward_scale_discount <= 1.0,
         "algorithm.reward_scale_discount",

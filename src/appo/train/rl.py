@@ -21,11 +21,12 @@ the loss — could be added to any micro-batch without changing it (spec §6, in
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ from appo.rollout.engine import HFEngine
 from appo.rollout.loop import LoopConfig, RolloutRequest, branch_requests, run_rollouts
 from appo.rollout.trajectory import Trajectory, collate
 from appo.train import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------- policy math
 
@@ -307,35 +310,60 @@ def _to_width(rows: Sequence[Sequence[float]] | Sequence[torch.Tensor], width: i
     return out
 
 
+@dataclass
+class Splits:
+    """Selected branch points, their metrics, and the per-row z-scores of entropy and FutureValue (for the
+    report: where the score could tell tokens apart)."""
+
+    points: list[Any]
+    metrics: dict[str, float]
+    z_entropy: list[list[float]]
+    z_future: list[list[float]]
+
+
 def select_splits(
     trajs: Sequence[Trajectory],
     old_logprobs: Sequence[torch.Tensor],
     entropies: Sequence[torch.Tensor],
+    behaviour_logprobs: Sequence[torch.Tensor] | Sequence[Sequence[float]],
     cfg: DictConfig,
     budget: int,
     whitespace_table: torch.Tensor,
     eos_ids: Sequence[int],
     stop_sequences: Sequence[Sequence[int]],
-) -> tuple[list[Any], dict[str, float]]:
-    """Branching Score over the initial rollouts and the top-``budget`` split points of every prompt."""
+) -> Splits:
+    """Branching Score over the initial rollouts and the top-``budget`` split points of every prompt.
+
+    The FutureValue compares ``old_logprobs`` (the current policy) with ``behaviour_logprobs`` (π_b of
+    ``algorithm.future_value_source``). When their log-ratio does not vary (std below
+    ``algorithm.future_value_min_std``: e.g. a lagged or reference policy that has not moved yet), the
+    FutureValue cannot rank tokens: the lagged and reference sources then rank by entropy alone for this
+    step (``branch/future_value_degenerate`` = 1); the rollout source keeps the reference behaviour."""
+    alg = cfg.algorithm
     width = int(cfg.data.max_response_length)
     ids = torch.zeros(len(trajs), width, dtype=torch.long)
     for i, t in enumerate(trajs):
         ids[i, : len(t.response_ids)] = torch.tensor(t.response_ids[:width], dtype=torch.long)
     mask = _to_width([t.loss_mask for t in trajs], width)
+    valid = mask.bool()
     current = _to_width(old_logprobs, width)
-    rollout = _to_width([t.logprobs for t in trajs], width)
+    behaviour = _to_width(behaviour_logprobs, width)
     entropy = (
         _to_width(entropies, width)
-        if cfg.algorithm.branch_entropy == "exact"
+        if alg.branch_entropy == "exact"
         else _to_width([t.entropies for t in trajs], width)
     )
     pl = cfg.actor_rollout_ref.actor.policy_loss
     value = algo.future_values(
-        current, rollout, mask, gamma=float(cfg.algorithm.gamma), clip_eps=float(pl.future_kl_clip_ratio)
+        current, behaviour, mask, gamma=float(alg.gamma), clip_eps=float(pl.future_kl_clip_ratio)
     )
-    score, z_h, z_f = algo.branching_scores(entropy, value, mask, mode=cfg.algorithm.branching_score)
-    exclude = bool(cfg.algorithm.exclude_stop_tokens_from_splits)
+    ratio_std = float((current - behaviour)[valid].std()) if valid.sum() > 1 else 0.0
+    degenerate = ratio_std < float(alg.future_value_min_std)
+    mode = alg.branching_score
+    if degenerate and alg.future_value_source != "rollout" and mode == "appo":
+        mode = "entropy"
+    score, z_h, z_f = algo.branching_scores(entropy, value, mask, mode=mode)
+    exclude = bool(alg.exclude_stop_tokens_from_splits)
     candidates = algo.branch_candidate_mask(
         ids,
         mask,
@@ -347,7 +375,6 @@ def select_splits(
     row_ids = [(t.uid, int(t.sample.get("_rollout_index", i))) for i, t in enumerate(trajs)]
     points = algo.select_branch_points(score, z_h, z_f, candidates, uids, budget, row_ids=row_ids)
     kinds = Counter(p.kind for p in points)
-    valid = mask.bool()
     metrics = {
         "branch/points": float(len(points)),
         "branch/strict": float(kinds.get("strict", 0)),
@@ -358,6 +385,8 @@ def select_splits(
         "branch/score_selected_mean": sum(p.score for p in points) / max(1, len(points)),
         "branch/future_value_mean": float(value[valid].mean()) if valid.any() else 0.0,
         "branch/future_value_std": float(value[valid].std()) if valid.sum() > 1 else 0.0,
+        "branch/future_value_logratio_std": ratio_std,
+        "branch/future_value_degenerate": float(degenerate),
         "branch/split_position_mean": sum(p.split for p in points) / max(1, len(points)),
         "branch/split_relative_mean": sum(p.split / max(1, len(trajs[p.row].response_ids)) for p in points)
         / max(1, len(points)),
@@ -365,7 +394,41 @@ def select_splits(
     per_parent = Counter(p.row for p in points)
     metrics["branch/branches_per_parent_max"] = float(max(per_parent.values(), default=0))
     metrics["branch/parents_with_branches"] = float(len(per_parent))
-    return points, metrics
+    lengths = [min(len(t.response_ids), width) for t in trajs]
+    return Splits(
+        points,
+        metrics,
+        [z_h[i, :n].tolist() for i, n in enumerate(lengths)],
+        [z_f[i, :n].tolist() for i, n in enumerate(lengths)],
+    )
+
+
+def sampler_logprobs_mismatch(engine: Any, actor: Any, params: Any, temperature: float) -> str | None:
+    """Why the sampler's recorded log-probs and entropies are not the actor's old-policy values, or None
+    when they are the same computation: the same weights (the same module), dtype and temperature."""
+    sampler_dtype = next(engine.model.parameters()).dtype
+    actor_dtype = next(actor.parameters()).dtype
+    if sampler_dtype != actor_dtype:
+        return f"sampler dtype {sampler_dtype} differs from the actor's {actor_dtype}"
+    if engine.model is not actor:
+        return "the sampler runs a different model object than the actor (its weights may differ)"
+    sampled_at = 1.0 if params.greedy else float(params.temperature)
+    if abs(sampled_at - temperature) > 1e-9:
+        return f"sampled at temperature {sampled_at}, the actor scores at {temperature}"
+    return None
+
+
+def _recorded(values: Sequence[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).nan_to_num(0.0)
+
+
+def _frozen_copy(model: Any) -> Any:
+    import copy
+
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
 
 
 # --------------------------------------------------------------------------------------------- the trainer
@@ -377,6 +440,8 @@ class StepOutput:
     trajectories: list[Trajectory]
     rewards: list[float]
     advantages: list[torch.Tensor]
+    # Per initial row: z-scores of entropy and FutureValue over its response (APPO only).
+    z_scores: tuple[list[list[float]], list[list[float]]] | None = None
 
 
 class RLTrainer:
@@ -408,13 +473,18 @@ class RLTrainer:
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.pad_id = int(self.tokenizer.pad_token_id)
+        # The FutureValue's comparison policy π_b (APPO only; see AlgorithmConfig.future_value_source).
+        alg = cfg.algorithm
+        self.fv_source = alg.future_value_source if self.budget > 0 else None
+        if alg.branching_score == "entropy":
+            self.fv_source = None  # the entropy-only ablation never reads the FutureValue
         self.ref_model = None
-        if cfg.actor_rollout_ref.actor.use_kl_loss:
-            import copy
-
-            self.ref_model = copy.deepcopy(self.model).eval()
-            for p in self.ref_model.parameters():
-                p.requires_grad_(False)
+        if cfg.actor_rollout_ref.actor.use_kl_loss or self.fv_source == "reference":
+            self.ref_model = _frozen_copy(self.model)
+        self.fv_model = _frozen_copy(self.model) if self.fv_source == "lagged" else None
+        # Lagged source: the weights of the last `future_value_lag` steps, oldest first (CPU copies).
+        self.fv_history: deque[dict[str, torch.Tensor]] = deque(maxlen=int(alg.future_value_lag))
+        self._warned_fv_noise = False
         optim = cfg.actor_rollout_ref.actor.optim
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -534,31 +604,72 @@ class RLTrainer:
         metrics: dict[str, float] = dict(result.metrics)
         timings["gen"] = time.perf_counter() - t0
 
-        # 2. Current-policy log-probs and exact entropies of the initial rollouts.
+        # 2. Old-policy log-probs and exact entropies of the initial rollouts: the sampler's when they are
+        # the same computation (the rollout FutureValue source compares exactly those two, so it recomputes).
         self.phase(f"step {step}: policy log-probs…")
         t0 = time.perf_counter()
         max_tokens = int(cfg.actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu)
-        old_lp, entropies = recompute_logprobs(self.model, init, cfg, self.pad_id, max_tokens)
+        temperature = float(cfg.actor_rollout_ref.rollout.temperature)
+        reuse = bool(cfg.actor_rollout_ref.rollout.reuse_logprobs) and self.fv_source != "rollout"
+        if (
+            reuse
+            and sampler_logprobs_mismatch(self.engine, self.model, self.loop_cfg.params, temperature) is None
+        ):
+            old_lp = [_recorded(t.logprobs) for t in init]
+            entropies = [_recorded(t.entropies) for t in init]
+            metrics["actor/old_logprobs_from_sampler"] = 1.0
+        else:
+            old_lp, entropies = recompute_logprobs(self.model, init, cfg, self.pad_id, max_tokens)
+            metrics["actor/old_logprobs_from_sampler"] = 0.0
         timings["old_log_prob"] = time.perf_counter() - t0
+
+        # Reference log-probs (KL loss, reference FutureValue) of the trained rows: the initial rollouts
+        # (ARPO's copies are initial rollouts too). Branch rows never enter the loss.
+        ref_lp = None
+        if self.ref_model is not None:
+            t0 = time.perf_counter()
+            ref_lp, _ = recompute_logprobs(self.ref_model, init, cfg, self.pad_id, max_tokens)
+            timings["ref"] = time.perf_counter() - t0
 
         # 3. APPO: Branching Score, top-K split points per prompt, branch continuations.
         self.phase(f"step {step}: branching…")
         branches: list[Trajectory] = []
+        chosen: Splits | None = None
         if self.budget > 0:
             t0 = time.perf_counter()
-            points, branch_metrics = select_splits(
+            if self.fv_source in ("lagged", "reference") and self.step_index == 0:
+                behaviour = old_lp  # π_b is still the current policy: ℓ ≡ 0, rank by entropy this step
+            elif self.fv_source == "lagged":
+                behaviour, _ = recompute_logprobs(self.fv_model, init, cfg, self.pad_id, max_tokens)
+            elif self.fv_source == "reference":
+                behaviour = ref_lp
+            elif self.fv_source == "rollout":
+                behaviour = [_recorded(t.logprobs) for t in init]
+            else:  # entropy-only score: the FutureValue is not used
+                behaviour = old_lp
+            chosen = select_splits(
                 init,
                 old_lp,
                 entropies,
+                behaviour,
                 cfg,
                 self.budget,
                 self.whitespace,
                 sorted(self.engine.eos_token_ids),
                 self.stop_sequences,
             )
-            metrics.update(branch_metrics)
+            metrics.update(chosen.metrics)
+            noise = self.fv_source == "rollout" and chosen.metrics["branch/future_value_degenerate"]
+            if noise and not self._warned_fv_noise:
+                log.warning(
+                    "FutureValue source 'rollout': log π_current − log π_rollout has std %.2g over valid "
+                    "tokens — the sampler and the trainer share weights, so the FutureValue z-scores "
+                    "rounding noise. Use algorithm.future_value_source=lagged or reference.",
+                    chosen.metrics["branch/future_value_logratio_std"],
+                )
+                self._warned_fv_noise = True
             branch_result = run_rollouts(
-                self.engine, branch_requests(init, points), self.runtime, self.loop_cfg, generator
+                self.engine, branch_requests(init, chosen.points), self.runtime, self.loop_cfg, generator
             )
             # A branch whose tool state could not be forked has no continuation to credit: drop it.
             failed = [t for t in branch_result.trajectories if t.finish_reason == "fork_failed"]
@@ -624,24 +735,22 @@ class RLTrainer:
             token_adv = row_adv[:, None] * response_mask
         advantages = [token_adv[i, : len(t.response_ids)] for i, t in enumerate(rows)]
 
-        # 6. Reference log-probs (KL loss) for the rows that are trained: the initial rollouts (rows come
-        # first in `rows`; ARPO's copies are initial rollouts too). Branch rows never enter the loss.
-        ref_lp = None
-        if self.ref_model is not None:
-            t0 = time.perf_counter()
-            ref_lp, _ = recompute_logprobs(self.ref_model, init, cfg, self.pad_id, max_tokens)
-            timings["ref"] = time.perf_counter() - t0
-
-        # 7. Policy update on the initial rollouts only.
+        # 6. Policy update on the initial rollouts only (the lagged FutureValue policy keeps the weights
+        # from before it).
         self.phase(f"step {step}: policy update…")
         t0 = time.perf_counter()
+        if self.fv_model is not None and cfg.algorithm.future_value_ema is None:
+            self.fv_history.append(
+                {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            )
         update_metrics = self.update(init, advantages[: len(init)], old_lp, ref_lp, n_prompts=len(examples))
         metrics.update(update_metrics)
+        self._advance_future_value_policy()
         timings["update_actor"] = time.perf_counter() - t0
         self.scheduler.step()
         self.step_index = step
 
-        # 8. Metrics.
+        # 7. Metrics.
         init_mask = torch.tensor([k != "branch" for k in kinds])
         metrics.update(_reward_metrics(rewards, init_mask, scored, rows, token_adv, response_mask))
         metrics.update(self.runtime.flat_metrics())
@@ -652,7 +761,20 @@ class RLTrainer:
         metrics.update({f"timing_s/{k}": v for k, v in timings.items()})
         tokens = sum(len(t.response_ids) for t in rows)
         metrics["perf/tokens_per_s"] = tokens / max(timings["step"], 1e-9)
-        return StepOutput(metrics, rows, rewards.tolist(), advantages)
+        z_scores = (chosen.z_entropy, chosen.z_future) if chosen is not None else None
+        return StepOutput(metrics, rows, rewards.tolist(), advantages, z_scores)
+
+    @torch.no_grad()
+    def _advance_future_value_policy(self) -> None:
+        """After an update: the EMA moves towards the new weights, or the lag window's oldest weights load."""
+        if self.fv_model is None:
+            return
+        ema = self.cfg.algorithm.future_value_ema
+        if ema is not None:
+            for lagged, current in zip(self.fv_model.parameters(), self.model.parameters(), strict=True):
+                lagged.mul_(float(ema)).add_(current.detach(), alpha=1.0 - float(ema))
+        elif self.fv_history:
+            self.fv_model.load_state_dict(self.fv_history[0])
 
     def update(
         self,
@@ -766,7 +888,16 @@ class RLTrainer:
             self.tokenizer,
             self.optimizer,
             self.scheduler,
-            {"epoch": self.epoch, "cursor": self.cursor, "data_order": self.data_order},
+            {
+                "epoch": self.epoch,
+                "cursor": self.cursor,
+                "data_order": self.data_order,
+                **(
+                    {"fv_model": self.fv_model.state_dict(), "fv_history": list(self.fv_history)}
+                    if self.fv_model is not None
+                    else {}
+                ),
+            },
             keep_last=self.cfg.trainer.max_actor_ckpt_to_keep,
         )
 
@@ -783,6 +914,9 @@ class RLTrainer:
         ckpt.set_rng_state(state["rng"])
         self.step_index = int(state["step"])
         self.epoch, self.cursor, self.data_order = state["epoch"], state["cursor"], list(state["data_order"])
+        if self.fv_model is not None and "fv_model" in state:
+            self.fv_model.load_state_dict(state["fv_model"])
+            self.fv_history.extend(state["fv_history"])
 
     def close(self) -> None:
         self.runtime.close()
@@ -1010,8 +1144,9 @@ def train(
                                 "response_ids": t.response_ids,
                                 "loss_mask": t.loss_mask,
                                 "entropies": [None if math.isnan(e) else round(e, 4) for e in t.entropies],
+                                **_z_record(out.z_scores, i),
                             }
-                            for t, r in zip(out.trajectories, out.rewards, strict=True)
+                            for i, (t, r) in enumerate(zip(out.trajectories, out.rewards, strict=True))
                         ],
                     },
                 )
@@ -1037,6 +1172,16 @@ def train(
         trainer.close()
         sinks.close()
     return run_dir
+
+
+def _z_record(z_scores: tuple[list[list[float]], list[list[float]]] | None, row: int) -> dict[str, Any]:
+    """The z-scores of initial row ``row`` for samples.jsonl (rows beyond them are branches)."""
+    if z_scores is None or row >= len(z_scores[0]):
+        return {}
+    return {
+        "z_entropy": [round(v, 3) for v in z_scores[0][row]],
+        "z_future": [round(v, 3) for v in z_scores[1][row]],
+    }
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
