@@ -28,3 +28,18 @@ def test_report_totals_branch_statistics_including_prompts_without_branches(tmp_
     assert rows["strict (both z-scores > 0)"] == "5"
     assert rows["prompts with no eligible split token: no branch"] == "1"
     assert rows["branches dropped: tool state could not be forked"] == "1"
+
+
+def test_report_of_an_appo_run_shows_zscores_split_contexts_and_branch_gain(overrides):
+    from appo.config import load_config
+    from appo.train.rl import train
+
+    run_dir = train(load_config(None, overrides("appo", "trainer.total_training_steps=2")))
+    text = write_report(run_dir).read_text()
+    for picture in ("zscores.png", "branch_gain.png", "split_positions.png"):
+        assert (run_dir / picture).is_file() and f"]({picture})" in text
+    section = text.split("## Where splits land")[1].split("##")[0]
+    counts = [
+        int(line.split("|")[2]) for line in section.splitlines() if line.count("|") == 4 and "%" in line
+    ]
+    assert sum(counts) == 8  # 2 steps × 2 prompts × K = 2 branches

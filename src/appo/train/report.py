@@ -49,6 +49,41 @@ def _split_tokens(samples: list[dict[str, Any]], tokenizer: Any) -> tuple[Counte
     return split_tokens, entropy_tokens, positions
 
 
+_OPEN_TAGS = ("<python>", "<search>")
+_CLOSE_TAGS = ("</python>", "</search>", "</result>")
+
+
+def _split_contexts(samples: list[dict[str, Any]], tokenizer: Any) -> Counter:
+    """Where each branch split sits in its parent: inside a tool call, within 3 tokens after a tool result
+    (a tool-call boundary), inside <think>/<answer> text, or elsewhere in free text."""
+    out: Counter[str] = Counter()
+    for record in samples:
+        trajs = record.get("trajectories", [])
+        inits = [t for t in trajs if t.get("kind") != "branch"]
+        for t in trajs:
+            if t.get("kind") != "branch" or not 0 <= t.get("parent", -1) < len(inits):
+                continue
+            parent, split = inits[t["parent"]], t["split"]
+            ids = parent.get("response_ids") or []
+            if split >= len(ids):
+                continue
+            ends = [c["result_span"][1] for c in parent.get("tool_calls", []) if c["result_span"][1] <= split]
+            text = tokenizer.decode(ids[: split + 1])
+            last_open = max(text.rfind(tag) for tag in _OPEN_TAGS)
+            last_close = max(text.rfind(tag) for tag in _CLOSE_TAGS)
+            if last_open > last_close:
+                out["inside a tool call"] += 1
+            elif ends and split - max(ends) < 3:
+                out["right after a tool result (≤ 3 tokens)"] += 1
+            elif text.rfind("<think>") > text.rfind("</think>"):
+                out["inside <think>"] += 1
+            elif text.rfind("<answer>") > text.rfind("</answer>"):
+                out["inside <answer>"] += 1
+            else:
+                out["other text"] += 1
+    return out
+
+
 def _show(tokenizer: Any, token: int) -> str:
     text = tokenizer.decode([token]) if tokenizer is not None else str(token)
     return repr(text)[1:-1] or "∅"
@@ -109,6 +144,35 @@ def write_report(run_dir: str | Path, tokenizer: Any = None) -> Path:
         [("critic/format_ok/init", "initial rollouts"), ("critic/format_ok/branch", "branches")],
         "share",
     )
+
+    for record in metrics:
+        if "critic/score/branch_mean" in record and "critic/score/init_mean" in record:
+            record["report/branch_minus_init"] = (
+                record["critic/score/branch_mean"] - record["critic/score/init_mean"]
+            )
+    plot(
+        "branch_gain.png",
+        "Branch minus initial-rollout reward per step (> 0: branching found better continuations)",
+        [("report/branch_minus_init", "branch mean − init mean")],
+        "reward difference",
+    )
+
+    z_h = [v for r in samples for t in r.get("trajectories", []) for v in t.get("z_entropy", [])]
+    z_f = [v for r in samples for t in r.get("trajectories", []) for v in t.get("z_future", [])]
+    if z_h:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+        for ax, values, label in ((axes[0], z_h, "Z(entropy)"), (axes[1], z_f, "Z(FutureValue)")):
+            nonzero = [v for v in values if v != 0.0]
+            ax.hist(nonzero or [0.0], bins=40, color="tab:blue")
+            ax.set_title(f"{label}: {len(nonzero)}/{len(values)} tokens ≠ 0")
+            ax.set_xlabel("z-score")
+        fig.tight_layout()
+        fig.savefig(run_dir / "zscores.png", dpi=110)
+        plt.close(fig)
+        plots.append(
+            ("zscores.png", "Z-score distributions of the Branching Score's factors (initial rollouts)")
+        )
+    contexts = _split_contexts(samples, tokenizer) if tokenizer is not None else Counter()
 
     split_tokens, entropy_tokens, positions = _split_tokens(samples, tokenizer)
     if positions:
@@ -186,6 +250,12 @@ def write_report(run_dir: str | Path, tokenizer: Any = None) -> Path:
         lines.append("")
     for name, title in plots:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    if contexts:
+        total = sum(contexts.values())
+        lines += ["## Where splits land", "", "| context | branches | share |", "|---|---|---|"]
+        for name, count in contexts.most_common():
+            lines.append(f"| {name} | {count} | {count / total:.0%} |")
+        lines.append("")
     if split_tokens:
         lines += [
             "## Split tokens vs high-entropy tokens",
