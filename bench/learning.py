@@ -17,9 +17,10 @@ again, so an interrupted grid resumes where it stopped. Model weights of finishe
 (metrics, samples and the report stay). Results: ``<out>/results.md`` and PNG plots; the table is printed.
 
 Task sets: ``synthetic`` (the seeded python/search tool tasks, 8 held out per kind) and ``arpo_qa``
-(the shipped ARPO RL data: ``train_10k.parquet`` for training, ``valid.parquet`` for validation, search
-answered from the shipped 1,000-query cache and a local BM25 index built from the cached pages; needs
-``../shared/data``). Methods and their overrides are in ``METHODS``.
+(the QA rows of the shipped ARPO RL data: 5,000 of ``train_10k.parquet`` for training, the 80 of
+``valid.parquet`` for validation, reward ``deep_research``; search answered from the shipped 1,000-query
+cache, then a local BM25 index over the cache's pages; needs ``../shared/data``). Methods and their
+overrides are in ``METHODS``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,18 @@ METHODS: dict[str, list[str]] = {
 QUICK_METHODS = ["appo_lagged", "grpo"]
 
 
-def task_overrides(task: str) -> list[str]:
+def _qa_subset(src: Path, dst: Path) -> Path:
+    """The ``ability == "qa"`` rows of an ARPO RL parquet file (written once into the bench folder)."""
+    if not dst.is_file():
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(src)
+        pq.write_table(table.filter(pc.equal(table["ability"], "qa")), dst)
+    return dst
+
+
+def task_overrides(task: str, out: Path) -> list[str]:
     if task == "synthetic":
         return []
     if task == "arpo_qa":
@@ -77,14 +89,21 @@ def task_overrides(task: str) -> list[str]:
                 raise SystemExit(
                     f"task set arpo_qa needs {path} (set APPO_SHARED_DATA to the shared data folder)"
                 )
+        from appo.tools import corpus_from_search_cache
+
+        out.mkdir(parents=True, exist_ok=True)
+        corpus = out / "arpo_search_cache_corpus.jsonl"
+        if not corpus.is_file():
+            corpus_from_search_cache(cache, corpus)
+        train = _qa_subset(rl / "train_10k.parquet", out / "arpo_train_qa.parquet")
+        val = _qa_subset(rl / "valid.parquet", out / "arpo_valid_qa.parquet")
         return [
-            f"data.train_files=[{rl / 'train_10k.parquet'}]",
-            f"data.val_files=[{rl / 'valid.parquet'}]",
+            f"data.train_files=[{train}]",
+            f"data.val_files=[{val}]",
             "data.truncation=left",
             "custom_reward_function.name=deep_research",
-            "actor_rollout_ref.rollout.tools.tool_instances.search.params.providers=[cache,local]",
             f"actor_rollout_ref.rollout.tools.tool_instances.search.params.cache_file={cache}",
-            f"actor_rollout_ref.rollout.tools.tool_instances.search.params.corpus={cache}",
+            f"actor_rollout_ref.rollout.tools.tool_instances.search.params.corpus={corpus}",
         ]
     raise SystemExit(f"unknown task set {task!r}: synthetic or arpo_qa")
 
@@ -104,7 +123,7 @@ def run_one(out: Path, task: str, method: str, seed: int, steps: int, extra: lis
         "train",
         "--config",
         "learn_cpu",
-        *task_overrides(task),
+        *task_overrides(task, out),
         *METHODS[method],
         f"trainer.seed={seed}",
         f"data.seed={seed}",
