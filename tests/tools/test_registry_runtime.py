@@ -178,8 +178,66 @@ def test_session_fork_across_tools():
         rt.run("python", "n = 1", s)
         rt.run("search", "capital of Canada", s)
         rt.run("python", "n = 2", s)
-        assert s.calls == ["python", "search", "python"]
-        with s.fork(upto_call=2) as branch:  # prefix: python, search
+        assert s.calls == ["python", "python"]  # the log holds the calls that make up the state
+        with s.fork(upto_call=1) as branch:  # the state after the first logged call
             assert rt.run("python", "n", branch).text == "1"
         with s.fork() as branch:
             assert rt.run("python", "n", branch).text == "2"
+
+
+def test_runtime_timeout_during_replay_keeps_the_history(tmp_path):
+    """Issue 14, class 6: a timeout while a forked session replays its history blames no replayed call;
+    the timed-out call is never run nor part of the history; the next call sees the prefix's state."""
+    tool = PythonTool(timeout=10)
+    reg = ToolRegistry([tool], ToolsConfig(timeout=1.0))
+    with reg.runtime() as rt, Session() as s:
+        assert rt.run("python", "import time\ntime.sleep(0.6)\nx = 1", s).ok
+        assert rt.run("python", "time.sleep(0.6)\nx += 1", s).ok
+        with s.fork() as branch:  # replaying both calls takes 1.2 s > the runtime's 1 s
+            r = rt.run("python", "x += 100\nprint(x)", branch)
+            assert not r.ok and r.metadata["timeout"]
+            assert branch.calls == ["python", "python"]
+            assert tool.run("print(x)", branch).text == "2"  # no runtime deadline here: replay completes
+            assert branch.calls == ["python"] * 3
+        assert tool.run("print(x)", s).text == "2"
+
+
+def test_a_retried_search_is_not_a_call_of_the_session_state(monkeypatch):
+    """Issue 14, class 7: a search the runtime retried leaves the session's call log as it was, so the
+    fork point of a branch after it still names the right Python state."""
+    reg = build_tools(DEFAULT_TOOLS)
+    from appo.tools.search import ProviderAnswer
+
+    search = reg["search"]
+    first = {"attempt": True}
+
+    def unavailable_once(original):
+        def run(query):
+            return (
+                ProviderAnswer("error", message="503", retryable=True)
+                if first["attempt"]
+                else original(query)
+            )
+
+        return run
+
+    for provider in search.providers:
+        monkeypatch.setattr(provider, "search", unavailable_once(provider.search))
+    original_run = search.run
+
+    def run(argument, session=None):
+        try:
+            return original_run(argument, session)
+        finally:
+            first["attempt"] = False
+
+    monkeypatch.setattr(search, "run", run)
+    with reg.runtime() as rt, Session() as s:
+        r = rt.run("search", "capital of Canada", s)
+        assert r.metadata["attempts"] == 2
+        rt.run("python", "n = 1", s)
+        point = len(s.calls)  # what the loop records as the fork point after this call
+        rt.run("python", "n += 1", s)
+        assert s.calls == ["python", "python"]
+        with s.fork(upto_call=point) as branch:
+            assert rt.run("python", "print(n)", branch).text == "1"

@@ -48,9 +48,11 @@ _session_ids = itertools.count()
 class Session:
     """State of one trajectory, shared by all tools it calls.
 
-    Stateful tools (the Python sandbox) store their state here under their tag. ``calls`` logs the
-    tags of the calls in order, so :meth:`fork` can give a branch exactly the state that the first
-    ``upto_call`` calls (of any tool) created. Use as a context manager or call :meth:`close`.
+    Stateful tools (the Python sandbox) store their state here under their tag. ``calls`` logs, in order
+    and once each, the tags of the calls that are part of that state (a stateful tool records a call
+    when it completed; a timed-out or discarded call and a stateless tool's call are not logged), so
+    :meth:`fork` can give a branch exactly the state that the first ``upto_call`` logged calls created.
+    Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, id: str | None = None) -> None:

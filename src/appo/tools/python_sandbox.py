@@ -30,9 +30,16 @@ Fork
 ----
 ``fork(upto_call=k)`` uses **deterministic replay**: the session keeps the code of every call; the
 forked session starts a fresh worker (lazily, on its first call) and re-executes the first ``k``
-recorded calls in a fresh working directory (``random`` is seeded and ``PYTHONHASHSEED=0``). A call
-that timed out or killed its worker is *discarded* — the original session restarts and replays its
-history without it — so the state after ``k`` calls is the same in the original and in a fork.
+recorded calls in a fresh working directory (``random`` is seeded and ``PYTHONHASHSEED=0``). Only a
+call that completed enters the history (and the session's call log): a call that timed out, was
+cancelled or killed its worker is *discarded* — the original session restarts and replays its history
+without it — so the state after ``k`` calls is the same in the original and in a fork.
+
+Replay happens lazily, inside the first call after a fork or a discarded call, and counts against that
+call's deadline. If the call is cancelled (the runtime's timeout) while the history is being replayed,
+no replayed call is blamed: the call fails as timed out without running, the history stays intact, and
+the next call replays again. A replayed call that kills the worker on its own (it did not the first time:
+e.g. a delayed ``os._exit``) is found and discarded.
 """
 
 from __future__ import annotations
@@ -265,6 +272,10 @@ def _close_all() -> None:
         s.close()
 
 
+class _Cancelled(Exception):
+    """The call was cancelled from another thread (a runtime timeout)."""
+
+
 @dataclass
 class _Record:
     code: str
@@ -315,6 +326,9 @@ class PythonSession:
                 if resp.get("fatal") or (careful and self._settled_dead()):
                     raise _WorkerDied("killed during replay")
             except (TimeoutError, _WorkerDied):
+                if self._cancelled:  # killed from outside while replaying: no replayed call is to blame
+                    self._discard_worker()
+                    raise _Cancelled from None
                 rec.replay = False
                 self._discard_worker()
                 return self._ensure_worker(careful)
@@ -369,19 +383,26 @@ class PythonSession:
 
     # -- calls -----------------------------------------------------------------------------
     def run(self, code: str) -> ToolResult:
+        """Run one call. ``metadata["in_history"]`` says whether it entered the history (it completed)."""
         t0 = time.monotonic()
         with self._lock:
             if self.closed:
                 raise ToolError("python session is closed")
             self._cancelled = False
-            worker = self._ensure_worker()
-            rec = _Record(code, True)
-            self.history.append(rec)
-            meta: dict[str, Any] = {"call_index": len(self.history) - 1, "namespaces": worker.ns_name}
+            meta: dict[str, Any] = {"in_history": False}
+            try:
+                worker = self._ensure_worker()
+            except _Cancelled:
+                meta.update(error_kind="timeout", timeout=True)
+                text = (
+                    f"Execution timeout: the session's state ({len(self.history)} earlier calls) could not be "
+                    "restored in time; this call was not run."
+                )
+                return ToolResult(text, False, time.monotonic() - t0, meta)
+            meta["namespaces"] = worker.ns_name
             try:
                 resp = worker.call(code, self.cfg.timeout)
             except TimeoutError:
-                rec.replay = False
                 self._discard_worker()
                 meta.update(error_kind="timeout", timeout=True)
                 text = f"Execution timeout (exceeded {self.cfg.timeout:g}s)"
@@ -389,7 +410,6 @@ class PythonSession:
                     text += "; the call was discarded and the session restored to its state before it."
                 return ToolResult(text, False, time.monotonic() - t0, meta)
             except _WorkerDied as exc:
-                rec.replay = False
                 self._discard_worker()
                 kind = "timeout" if self._cancelled else "crash"
                 meta.update(error_kind=kind, timeout=self._cancelled)
@@ -399,10 +419,12 @@ class PythonSession:
                     else f"The Python process died ({exc}); the session was restored to its state before this call."
                 )
                 return ToolResult(text, False, time.monotonic() - t0, meta)
-        if resp.get("fatal"):
-            rec.replay = False
-            with self._lock:
+            if resp.get("fatal"):
                 self._discard_worker()
+            elif not self._cancelled:
+                # Only a completed call is part of the state that forks replay.
+                self.history.append(_Record(code, True))
+                meta.update(in_history=True, call_index=len(self.history) - 1)
         out = resp.get("output", "")
         error = resp.get("error")
         truncated = bool(resp.get("truncated"))
@@ -454,15 +476,14 @@ class PythonTool(Tool):
         if session is None or self.config.stateless:
             one = PythonSession(self.config)
             try:
-                res = one.run(argument)
+                return one.run(argument)
             finally:
                 one.close()
-            if session is not None:
-                session.record_call(self.tag)
-            return res
         st = self._session_state(session)
         res = st.run(argument)
-        session.record_call(self.tag)
+        if res.metadata.get("in_history"):
+            # The session's call log lists the calls that are part of its state, once each.
+            session.record_call(self.tag)
         return res
 
     def fork(self, session: Session, upto_call: int) -> Session:

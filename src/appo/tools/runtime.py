@@ -139,11 +139,17 @@ class ToolRuntime:
             m.cache_hits += bool(res.metadata.get("cache_hit"))
             m.latencies.append(res.latency)
 
+    # How long to wait, after a timeout, for a cancelled call of a stateful tool to return, so that it
+    # cannot change its session after this round (the python tool's cancel kills the worker: it returns at
+    # once). Stateless calls are not waited for: a stuck one never delays the loop.
+    CANCEL_GRACE_S = 5.0
+
     def execute(self, calls: Sequence[ToolCall]) -> list[ToolResult]:
         """Run all ``calls`` concurrently; results in the same order. Never raises for tool failures."""
         starts: list[list[float]] = [[] for _ in calls]
         futures = {self._pool.submit(self._attempts, c, starts[i]): i for i, c in enumerate(calls)}
         results: list[ToolResult | None] = [None] * len(calls)
+        cancelled: list[cf.Future] = []
         pending = set(futures)
         while pending:
             done, pending = cf.wait(pending, timeout=0.02, return_when=cf.FIRST_COMPLETED)
@@ -166,6 +172,14 @@ class ToolRuntime:
                     if tool is not None:
                         with contextlib.suppress(Exception):
                             tool.cancel(c.session)
+                    if c.session is not None and c.session.get_state(c.tag) is not None:
+                        cancelled.append(f)  # a stateful call: wait until it can no longer change the state
+        if cancelled:
+            done, _ = cf.wait(cancelled, timeout=self.CANCEL_GRACE_S)
+            for f in done:
+                late = f.result()
+                if late.metadata.get("in_history"):  # it completed before the cancel: it is part of the state
+                    results[futures[f]] = late
         out: list[ToolResult] = []
         for c, r in zip(calls, results, strict=True):
             assert r is not None

@@ -648,8 +648,8 @@ class SearchTool(Tool):
 
     def run(self, argument: str, session: Session | None = None) -> ToolResult:
         t0 = time.monotonic()
-        if session is not None:
-            session.record_call(self.tag)
+        # Search has no session state, so it never enters the session's call log (a retried search must
+        # not shift the point where a branch forks the Python state).
         query = normalize_query(argument).strip()
         if not query:
             return ToolResult("Empty search query.", False, 0.0, {"error_kind": "empty_query"})
