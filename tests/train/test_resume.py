@@ -83,3 +83,34 @@ def test_kill_9_then_resume_reproduces_metrics(overrides, reward_module, tmp_pat
     assert [r["step"] for r in a] == [1, 2, 3]
     assert a == b
     assert any(r["actor/grad_norm"] > 0 for r in a)
+
+
+def test_a_damaged_newest_checkpoint_is_never_loaded(overrides, tmp_path):
+    """Issue 14, class 11: a checkpoint file truncated after the fact is detected by the manifest; resume
+    falls back to the previous intact checkpoint with a message, and finishes the run."""
+    from appo.config import load_config
+    from appo.train.rl import train
+
+    cfg = load_config(None, overrides("appo", "trainer.save_freq=1", "trainer.total_training_steps=3"))
+    run_dir = train(cfg, max_steps=2)
+    weights = run_dir / "checkpoints" / "step_2" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    messages: list[str] = []
+    train(cfg, resume=True, log=messages.append)
+    assert any("step_2 is damaged" in m and "model.safetensors" in m for m in messages), messages
+    assert any("resumed from" in m and "step_1" in m for m in messages), messages
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_a_second_writer_of_a_run_dir_is_refused(overrides):
+    """Issue 14, class 12: one writer per run directory; the second is told who holds it."""
+    from appo.config import load_config
+    from appo.train import checkpoint as ckpt
+    from appo.train.rl import resolve_run_dir, train
+
+    cfg = load_config(None, overrides("appo"))
+    run_dir = resolve_run_dir(cfg)
+    with ckpt.run_dir_lock(run_dir), pytest.raises(ckpt.RunDirBusy, match=f"pid {os.getpid()}"):
+        train(cfg)
+    assert not (run_dir / "metrics.jsonl").exists()

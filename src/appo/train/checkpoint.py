@@ -1,20 +1,111 @@
 """Checkpoints: an HF model directory (loadable by ``transformers``) plus the trainer state needed to
-resume exactly (optimizer, scheduler, RNG, data position, step). Written to a temporary directory and
-renamed into place, so a checkpoint either exists completely or not at all."""
+resume exactly (optimizer, scheduler, RNG, data position, step).
+
+A checkpoint is written to a temporary directory, every file is fsync-ed, a manifest (``checkpoint.json``:
+size and SHA-256 of every file) is written last, and the directory is renamed into place — so a crash
+leaves either a complete checkpoint or none. Resuming verifies the manifest and falls back to the newest
+intact checkpoint when a later one was damaged after the fact (a disk filling up, a copy cut short).
+
+One process writes a run directory at a time: :func:`run_dir_lock` holds an exclusive lock on
+``RUN_DIR/.lock`` for the whole run."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from appo.config import ConfigError
+
 STATE_FILE = "trainer_state.pt"
 DONE_FILE = "checkpoint.json"
+LOCK_FILE = ".lock"
+
+
+class RunDirBusy(ConfigError):
+    """Another process holds the run directory (exit code 2 at the CLI)."""
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (released when the process dies, however it dies)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = (run_dir / LOCK_FILE).open("a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunDirBusy(
+                f"{run_dir} is in use by another appo process (pid {holder}); wait for it to finish, or "
+                "write elsewhere with trainer.experiment_name=... or trainer.default_local_dir=..."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify_checkpoint(checkpoint: Path) -> str | None:
+    """What is wrong with ``checkpoint`` (a missing, truncated or altered file), or None when intact."""
+    try:
+        manifest = json.loads((checkpoint / DONE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable {DONE_FILE} ({exc})"
+    files = manifest.get("files")
+    if files is None:
+        return None  # written before manifests existed: complete by its atomic rename, not verifiable
+    if not isinstance(files, dict):
+        return f"{DONE_FILE} has no valid file list"
+    for name, entry in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {entry['size']} were written"
+        if _sha256(path) != entry["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def latest_intact_checkpoint(run_dir: Path, log: Callable[[str], None] | None = None) -> Path | None:
+    """The newest checkpoint that passes :func:`verify_checkpoint`; damaged newer ones are reported."""
+    for checkpoint in reversed(checkpoint_dirs(run_dir)):
+        problem = verify_checkpoint(checkpoint)
+        if problem is None:
+            return checkpoint
+        if log:
+            log(f"checkpoint {checkpoint} is damaged ({problem}); trying the previous one")
+    return None
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -75,10 +166,16 @@ def save_checkpoint(
         },
         tmp / STATE_FILE,
     )
-    (tmp / DONE_FILE).write_text(json.dumps({"step": step}) + "\n")
+    files = {}
+    for path in sorted(q for q in tmp.rglob("*") if q.is_file()):
+        _fsync(path)
+        files[str(path.relative_to(tmp))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    (tmp / DONE_FILE).write_text(json.dumps({"step": step, "files": files}, indent=1) + "\n")
+    _fsync(tmp / DONE_FILE)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(base)
     if keep_last:
         for old in checkpoint_dirs(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)

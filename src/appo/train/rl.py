@@ -44,6 +44,11 @@ from appo.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
+
+def log_warning(message: str) -> None:
+    log.warning("%s", message)
+
+
 # --------------------------------------------------------------------------------------------- policy math
 
 
@@ -1092,8 +1097,27 @@ def train(
 ) -> Path:
     """Run (or resume) training; returns the run directory. ``max_steps`` stops early (tests)."""
     run_dir = resolve_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    latest = ckpt.latest_checkpoint(run_dir) if resume or cfg.trainer.resume_mode == "auto" else None
+    with ckpt.run_dir_lock(run_dir):
+        return _train_locked(cfg, run_dir, resume, on_step, log, max_steps, phase)
+
+
+def _train_locked(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume: bool,
+    on_step: Callable[[int, int, dict[str, float]], None] | None,
+    log: Callable[[str], None] | None,
+    max_steps: int | None,
+    phase: Callable[[str], None] | None,
+) -> Path:
+    latest = None
+    if resume or cfg.trainer.resume_mode == "auto":
+        latest = ckpt.latest_intact_checkpoint(run_dir, log=log or (lambda m: log_warning(m)))
+        if ckpt.checkpoint_dirs(run_dir) and latest is None:
+            raise ConfigError(
+                f"no intact checkpoint under {run_dir / 'checkpoints'} (all are damaged; see above); "
+                "start a new run with trainer.experiment_name=..."
+            )
     if resume and latest is None:
         raise ConfigError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
     save_config(cfg, run_dir / "config.yaml")
