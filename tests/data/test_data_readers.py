@@ -293,3 +293,18 @@ def test_shared_data_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert shared_data_dir() == tmp_path
     assert rl_path("valid") == tmp_path / "rl" / "valid.parquet"
     assert eval_path("gsm8k") == tmp_path / "eval" / "gsm8k" / "test.jsonl"
+
+
+def test_one_bad_byte_is_one_bad_row_and_a_bom_is_ignored(tmp_path):
+    """Issue 14, class 10: rows are decoded one by one; a UTF-8 BOM does not reject row 1."""
+    good = json.dumps({"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}).encode()
+    bad = b'{"question": "caf\xe9?", "answer": "x"}'  # latin-1 byte, not UTF-8
+    path = tmp_path / "gsm8k" / "test.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"\xef\xbb\xbf" + good + b"\n" + bad + b"\n" + good + b"\n")
+    examples, report = read_examples(path, skip_bad_rows=True)
+    assert len(examples) == 2
+    assert report.rows_read == 2 and len(report.errors) == 1
+    assert "row 2" in report.errors[0] and "UTF-8" in report.errors[0]
+    with pytest.raises(DataError, match=r"row 2: invalid UTF-8 byte 0xe9"):
+        read_examples(path)

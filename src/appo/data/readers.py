@@ -366,21 +366,28 @@ def iter_eval_jsonl(
 ) -> Iterator[Example]:
     """Stream an evaluation jsonl file line by line. ``benchmark`` defaults to the name of the parent
     folder; unknown names use a generic schema (``question``/``Question``/``problem`` + ``answer``).
-    Blank lines are ignored; the last line need not end with a newline."""
+    Blank lines are ignored; the last line need not end with a newline. Rows are decoded one by one, so
+    an invalid UTF-8 byte is an error of its row only; a UTF-8 byte-order mark at the start is ignored."""
     path = Path(path)
     report = report if report is not None else ReadReport(str(path))
     name = benchmark or benchmark_for_path(path)
     spec = BENCHMARKS.get(name or "", GENERIC_SPEC)
     source = spec.name if spec is not GENERIC_SPEC else (name or path.parent.name or path.stem)
     try:
-        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with-block below
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
     except OSError as exc:
         raise DataError(f"{path}: cannot open: {exc}") from exc
     with fh:
-        for rowno, line in enumerate(fh, start=1):
-            if not line.strip():
+        for rowno, raw in enumerate(fh, start=1):
+            if rowno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
                 continue
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"invalid UTF-8 byte {raw[exc.start]:#04x} at byte {exc.start}") from exc
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
