@@ -120,3 +120,16 @@ def test_retries_server_errors_then_fails_clearly(tiny, stub_server):
         engine.sample([engine.new_sequence([1, 2])], SamplingParams(), [8])
     assert len(bad.requests) == 1  # a client error is not retried
     engine.close()
+
+
+@pytest.mark.parametrize("reply", [{"choices": ["oops"]}, {"choices": []}, {"nothing": 1}, ["a", "list"]])
+def test_a_malformed_reply_is_an_engine_error(tiny, stub_server, reply):
+    """Issue 14, class 9: a reply of the wrong shape is retried and then reported as an engine error
+    naming the problem — never a raw AttributeError from inside the engine."""
+    _, tok = tiny
+    server = stub_server(lambda path, body: (200, reply))
+    engine = OpenAICompletionsEngine(server.base_url, "m", tok, backoff_s=0.0, max_attempts=2)
+    with pytest.raises(OpenAIEngineError, match="failed after 2 attempt"):
+        engine.sample([engine.new_sequence([1, 2])], SamplingParams(), [8])
+    assert len(server.requests) == 2
+    engine.close()

@@ -196,3 +196,15 @@ def test_module_function_reads_env(stub: Stub, monkeypatch: pytest.MonkeyPatch) 
     assert out.score == 0.0
     assert stub.requests[0]["body"]["model"] == "env-model"
     assert "Question: Capital?" in stub.requests[0]["body"]["messages"][0]["content"]
+
+
+def test_a_torn_last_cache_line_is_skipped_and_counted(stub: Stub, tmp_path: Path) -> None:
+    """Issue 14, class 9: a cache whose last line was cut mid-write still builds the judge."""
+    cache = tmp_path / "judge_cache.jsonl"
+    make_judge(stub, cache_path=str(cache))(answer("Paris"), "Paris", question="q")
+    with cache.open("a") as fh:
+        fh.write('{"key": "abc", "rep')  # a crash mid-write
+    again = make_judge(stub, cache_path=str(cache))
+    assert again.cache_lines_skipped == 1
+    again(answer("Paris"), "Paris", question="q")
+    assert len(stub.requests) == 1  # the intact line still answers from the cache

@@ -41,6 +41,18 @@ class OpenAIEngineError(RuntimeError):
     """The completions endpoint could not be reached or returned an unusable reply after retries."""
 
 
+def _first_choice(data: Any) -> dict[str, Any]:
+    """The first choice of a completions reply, checked: a malformed reply is an :class:`OpenAIEngineError`
+    naming what was wrong, never a raw AttributeError/KeyError from deep inside."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise OpenAIEngineError(f"reply has no 'choices' list: {str(data)[:200]}")
+    choice = choices[0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("text"), str):
+        raise OpenAIEngineError(f"reply choice has no text: {choice!r}"[:300])
+    return choice
+
+
 class OpenAICompletionsEngine:
     """Engine protocol over ``POST {base_url}/completions``."""
 
@@ -138,12 +150,8 @@ class OpenAICompletionsEngine:
                     if resp.status_code < 500 and resp.status_code not in (408, 429):
                         break  # a client error does not go away by retrying
                     continue
-                data = resp.json()
-                choice = data["choices"][0]
-                if not isinstance(choice.get("text"), str):
-                    raise OpenAIEngineError(f"reply choice has no text: {choice!r}"[:300])
-                return choice
-            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+                return _first_choice(resp.json())
+            except (httpx.HTTPError, ValueError, OpenAIEngineError) as exc:
                 last = exc
         raise OpenAIEngineError(
             f"completions request to {self.url} failed after {self.max_attempts} attempt(s): {last}"

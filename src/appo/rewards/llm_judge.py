@@ -116,17 +116,33 @@ class LLMJudge:
     config: JudgeConfig
     client: httpx.Client | None = None
     _cache: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    cache_lines_skipped: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.client is None:
             self.client = httpx.Client(timeout=self.config.timeout_s)
         if self.config.cache_path and Path(self.config.cache_path).exists():
-            with open(self.config.cache_path, encoding="utf-8") as fh:
+            # A line cut by a crash mid-write (or damaged otherwise) is skipped and counted, not fatal.
+            with open(self.config.cache_path, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
-                    if line.strip():
+                    if not line.strip():
+                        continue
+                    try:
                         rec = json.loads(line)
-                        self._cache[rec["key"]] = rec["reply"]
+                        key, reply = rec["key"], rec["reply"]
+                        if not isinstance(key, str) or not isinstance(reply, str):
+                            raise TypeError("key and reply must be strings")
+                    except (ValueError, KeyError, TypeError):
+                        self.cache_lines_skipped += 1
+                        continue
+                    self._cache[key] = reply
+            if self.cache_lines_skipped:
+                log.warning(
+                    "LLM judge cache %s: skipped %d damaged line(s)",
+                    self.config.cache_path,
+                    self.cache_lines_skipped,
+                )
 
     @property
     def url(self) -> str:
@@ -156,7 +172,11 @@ class LLMJudge:
                     if resp.status_code < 500 and resp.status_code not in (408, 429):
                         break  # client error: retrying will not help
                     continue
-                content = resp.json()["choices"][0]["message"]["content"]
+                data = resp.json()
+                try:
+                    content = data["choices"][0]["message"]["content"]
+                except (KeyError, IndexError, TypeError):
+                    raise JudgeRequestError(f"malformed reply: {str(data)[:200]}") from None
                 if not isinstance(content, str):
                     raise JudgeRequestError(f"reply content is not a string: {content!r}")
                 return content
