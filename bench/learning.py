@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps,
         args.overrides,
     )
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # runs are subprocesses started in the repository root
     if args.quick:
         methods, tasks, seeds, steps = QUICK_METHODS, ["synthetic"], "1", 2
         extra = ["data.val_batch_size=4", *extra]

@@ -208,3 +208,6 @@ def test_a_torn_last_cache_line_is_skipped_and_counted(stub: Stub, tmp_path: Pat
     assert again.cache_lines_skipped == 1
     again(answer("Paris"), "Paris", question="q")
     assert len(stub.requests) == 1  # the intact line still answers from the cache
+    again(answer("Lyon"), "Paris", question="q")  # a new record after the torn line stays readable
+    third = make_judge(stub, cache_path=str(cache))
+    assert third.cache_lines_skipped == 1 and len(third._cache) == 2

@@ -265,3 +265,25 @@ def test_bad_config_and_closed_session():
     s.close()
     with pytest.raises(ToolError):
         PythonTool().run("1", s)
+
+
+def test_a_cancel_while_the_worker_starts_runs_nothing(tool, session, monkeypatch):
+    """Issue 14, class 6: a runtime timeout that lands while the worker is still starting (nothing to
+    kill yet) must not let the call run unrecorded: it is not run, and later calls see the right state."""
+    from appo.tools import python_sandbox
+
+    tool.run("a = 1", session)
+    state = session.get_state("python")
+    state._discard_worker()  # the next call starts a worker and replays
+    real_init = python_sandbox._Worker.__init__
+
+    def start_then_cancel(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        state.cancel()  # arrives before the call's own code runs
+
+    monkeypatch.setattr(python_sandbox._Worker, "__init__", start_then_cancel)
+    r = tool.run("a = 100", session)
+    assert not r.ok and r.metadata["timeout"] and not r.metadata["in_history"]
+    monkeypatch.setattr(python_sandbox._Worker, "__init__", real_init)
+    assert tool.run("print(a)", session).text == "1"
+    assert session.calls == ["python", "python"]

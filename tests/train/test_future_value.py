@@ -138,3 +138,25 @@ def test_trainer_reuses_sampler_logprobs_unless_told_not_to(overrides, reuse):
         assert out.metrics["actor/old_logprobs_from_sampler"] == (1.0 if reuse == "true" else 0.0)
     finally:
         trainer.close()
+
+
+def test_lag_two_keeps_the_policy_two_steps_behind_and_resumes_it(overrides):
+    trainer = _trainer(overrides, "algorithm.future_value_lag=2", "trainer.total_training_steps=4")
+    try:
+        states = [_state(trainer.model)]
+        for _ in range(3):
+            trainer.step()
+            states.append(_state(trainer.model))
+        # After step 3 the current policy is θ3 and the lagged one θ1.
+        assert _same(_state(trainer.fv_model), states[1])
+        checkpoint = trainer.save()
+    finally:
+        trainer.close()
+    resumed = _trainer(overrides, "algorithm.future_value_lag=2", "trainer.total_training_steps=4")
+    try:
+        resumed.restore(checkpoint)
+        assert _same(_state(resumed.fv_model), states[1])
+        # The window holds θ1 and θ2 (pushed before the updates of steps 2 and 3).
+        assert [_same(h, states[k]) for k, h in zip((1, 2), resumed.fv_history, strict=True)] == [True, True]
+    finally:
+        resumed.close()

@@ -99,6 +99,7 @@ def test_a_damaged_newest_checkpoint_is_never_loaded(overrides, tmp_path):
     train(cfg, resume=True, log=messages.append)
     assert any("step_2 is damaged" in m and "model.safetensors" in m for m in messages), messages
     assert any("resumed from" in m and "step_1" in m for m in messages), messages
+    assert (run_dir / "checkpoints" / "damaged-step_2").is_dir()
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 

@@ -100,6 +100,12 @@ def verdict_is_correct(reply: str) -> bool:
     return "correct" in text and not any(marker in text for marker in NEGATIVE_MARKERS)
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, 2)
+        return fh.read(1) == b"\n"
+
+
 def judge_prediction(response_text: str) -> str:
     """The answer the judge sees: the extracted final answer, else the last five non-empty lines."""
     answer = extract_final_answer(response_text)
@@ -195,8 +201,12 @@ class LLMJudge:
         with self._lock:
             self._cache[key] = reply
             if self.config.cache_path:
-                with open(self.config.cache_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"key": key, "reply": reply}, ensure_ascii=False) + "\n")
+                path = Path(self.config.cache_path)
+                # After a torn last line, start a new line so this record is not glued to the damage.
+                torn = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
+                with open(path, "a", encoding="utf-8") as fh:
+                    record = json.dumps({"key": key, "reply": reply}, ensure_ascii=False)
+                    fh.write(("\n" if torn else "") + record + "\n")
         return reply
 
     def __call__(self, response_text: str, ground_truth: GroundTruth, **info: Any) -> RewardResult:

@@ -37,9 +37,11 @@ without it — so the state after ``k`` calls is the same in the original and in
 
 Replay happens lazily, inside the first call after a fork or a discarded call, and counts against that
 call's deadline. If the call is cancelled (the runtime's timeout) while the history is being replayed,
-no replayed call is blamed: the call fails as timed out without running, the history stays intact, and
-the next call replays again. A replayed call that kills the worker on its own (it did not the first time:
-e.g. a delayed ``os._exit``) is found and discarded.
+no replayed call is blamed and the worker is not killed: the replayed call in progress finishes, the new
+call fails as timed out without running, the history stays intact, and the next call resumes the replay
+where it stopped — a history that takes longer than one timeout to replay is restored over several
+calls, never lost. A replayed call that kills the worker on its own (it did not the first time: e.g. a
+delayed ``os._exit``) is found and discarded.
 """
 
 from __future__ import annotations
@@ -292,6 +294,9 @@ class PythonSession:
         self._workdir: str | None = None
         self._lock = threading.RLock()
         self._cancelled = False
+        # History records the current worker has executed, and whether it is executing them now.
+        self._replayed = 0
+        self._replaying = False
         self.closed = False
         self.starts = 0
         _live_sessions.add(self)
@@ -310,33 +315,42 @@ class PythonSession:
     REPLAY_SETTLE_S = 0.05
 
     def _ensure_worker(self, careful: bool = False) -> _Worker:
-        if self._worker is not None and not self._worker.dead:
-            return self._worker
-        self._discard_worker()
-        self._workdir = tempfile.mkdtemp(prefix="appo-py-", dir=self.cfg.workdir_root)
-        self._worker = _Worker(self.cfg, self._workdir)
-        self.starts += 1
-        replayed = False
-        for rec in self.history:  # rebuild state deterministically
-            if not rec.replay:
-                continue
-            replayed = True
-            try:
-                resp = self._worker.call(rec.code, self.cfg.timeout)
-                if resp.get("fatal") or (careful and self._settled_dead()):
-                    raise _WorkerDied("killed during replay")
-            except (TimeoutError, _WorkerDied):
-                if self._cancelled:  # killed from outside while replaying: no replayed call is to blame
-                    self._discard_worker()
-                    raise _Cancelled from None
-                rec.replay = False
-                self._discard_worker()
-                return self._ensure_worker(careful)
-        if replayed and not careful and self._settled_dead():
+        """A live worker whose state is the whole history. Replay resumes where it stopped: a cancel
+        between two replayed calls keeps the worker and its progress (no replayed call is blamed), so a
+        long history is restored across calls instead of being restarted by every timeout."""
+        if self._worker is None or self._worker.dead:
+            self._discard_worker()
+            self._workdir = tempfile.mkdtemp(prefix="appo-py-", dir=self.cfg.workdir_root)
+            self._worker = _Worker(self.cfg, self._workdir)
+            self.starts += 1
+            self._replayed = 0
+        replayed_now = False
+        self._replaying = True
+        try:
+            while self._replayed < len(self.history):
+                rec = self.history[self._replayed]
+                if rec.replay:
+                    if self._cancelled:
+                        raise _Cancelled
+                    replayed_now = True
+                    try:
+                        resp = self._worker.call(rec.code, self.cfg.timeout)
+                        if resp.get("fatal") or (careful and self._settled_dead()):
+                            raise _WorkerDied("killed during replay")
+                    except (TimeoutError, _WorkerDied):
+                        rec.replay = False  # it does not replay as it ran: discard it
+                        self._discard_worker()
+                        return self._ensure_worker(careful)
+                self._replayed += 1
+        finally:
+            self._replaying = False
+        if replayed_now and not careful and self._settled_dead():
             # Some replayed call killed the worker late; replay again, checking after each call, so the
             # culprit is found and discarded.
             self._discard_worker()
             return self._ensure_worker(careful=True)
+        if self._cancelled:
+            raise _Cancelled
         return self._worker
 
     def _settled_dead(self) -> bool:
@@ -355,6 +369,7 @@ class PythonSession:
         return self
 
     def _discard_worker(self) -> None:
+        self._replayed = 0
         if self._worker is not None:
             self._worker.close()
             self._worker = None
@@ -367,10 +382,11 @@ class PythonSession:
         self._discard_worker()
 
     def cancel(self) -> None:
-        """Kill a running call from another thread (it returns a timeout result)."""
+        """Stop a running call from another thread (it returns a timeout result): kill the worker while
+        user code runs; during a replay, stop after the replayed call in progress (keeping the progress)."""
         self._cancelled = True
         w = self._worker
-        if w is not None:
+        if w is not None and not self._replaying:
             w.kill()
 
     def fork(self, upto_call: int) -> PythonSession:
@@ -395,8 +411,8 @@ class PythonSession:
             except _Cancelled:
                 meta.update(error_kind="timeout", timeout=True)
                 text = (
-                    f"Execution timeout: the session's state ({len(self.history)} earlier calls) could not be "
-                    "restored in time; this call was not run."
+                    f"Execution timeout while restoring the session's state ({self._replayed} of "
+                    f"{len(self.history)} earlier calls replayed); this call was not run."
                 )
                 return ToolResult(text, False, time.monotonic() - t0, meta)
             meta["namespaces"] = worker.ns_name
@@ -419,11 +435,14 @@ class PythonSession:
                     else f"The Python process died ({exc}); the session was restored to its state before this call."
                 )
                 return ToolResult(text, False, time.monotonic() - t0, meta)
-            if resp.get("fatal"):
+            if resp.get("fatal") or self._cancelled:
+                # A cancel that raced the answer (or came while the worker was starting and killed
+                # nothing): the worker may hold this call's effects, so it goes; the history stays.
                 self._discard_worker()
-            elif not self._cancelled:
+            else:
                 # Only a completed call is part of the state that forks replay.
                 self.history.append(_Record(code, True))
+                self._replayed = len(self.history)
                 meta.update(in_history=True, call_index=len(self.history) - 1)
         out = resp.get("output", "")
         error = resp.get("error")

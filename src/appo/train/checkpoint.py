@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -25,6 +26,8 @@ from typing import Any
 import torch
 
 from appo.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 DONE_FILE = "checkpoint.json"
@@ -50,6 +53,8 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
                 f"{run_dir} is in use by another appo process (pid {holder}); wait for it to finish, or "
                 "write elsewhere with trainer.experiment_name=... or trainer.default_local_dir=..."
             ) from None
+        except OSError as exc:  # a file system without flock (some NFS / Lustre mounts)
+            log.warning("cannot lock %s (%s); make sure no other process writes this run", run_dir, exc)
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
@@ -88,6 +93,8 @@ def verify_checkpoint(checkpoint: Path) -> str | None:
         return f"{DONE_FILE} has no valid file list"
     for name, entry in files.items():
         path = checkpoint / name
+        if not isinstance(entry, dict) or not {"size", "sha256"} <= entry.keys():
+            return f"{DONE_FILE} has a malformed entry for {name}"
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != entry["size"]:
@@ -99,12 +106,20 @@ def verify_checkpoint(checkpoint: Path) -> str | None:
 
 def latest_intact_checkpoint(run_dir: Path, log: Callable[[str], None] | None = None) -> Path | None:
     """The newest checkpoint that passes :func:`verify_checkpoint`; damaged newer ones are reported."""
+    # Left by a process that died mid-write (the caller holds the run's lock: nobody is writing them now).
+    for tmp in (run_dir / "checkpoints").glob(".step_*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
     for checkpoint in reversed(checkpoint_dirs(run_dir)):
         problem = verify_checkpoint(checkpoint)
         if problem is None:
             return checkpoint
+        aside = checkpoint.with_name(f"damaged-{checkpoint.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        checkpoint.rename(aside)  # out of the way of keep_last and of later resumes, kept for inspection
         if log:
-            log(f"checkpoint {checkpoint} is damaged ({problem}); trying the previous one")
+            log(
+                f"checkpoint {checkpoint} is damaged ({problem}); moved to {aside.name}, trying the previous one"
+            )
     return None
 
 

@@ -365,7 +365,7 @@ def select_splits(
     ratio_std = float((current - behaviour)[valid].std()) if valid.sum() > 1 else 0.0
     degenerate = ratio_std < float(alg.future_value_min_std)
     mode = alg.branching_score
-    if degenerate and alg.future_value_source != "rollout" and mode == "appo":
+    if degenerate and alg.future_value_source != "rollout" and mode in ("appo", "future"):
         mode = "entropy"
     score, z_h, z_f = algo.branching_scores(entropy, value, mask, mode=mode)
     exclude = bool(alg.exclude_stop_tokens_from_splits)
@@ -415,6 +415,10 @@ def sampler_logprobs_mismatch(engine: Any, actor: Any, params: Any, temperature:
     actor_dtype = next(actor.parameters()).dtype
     if sampler_dtype != actor_dtype:
         return f"sampler dtype {sampler_dtype} differs from the actor's {actor_dtype}"
+    if actor_dtype != torch.float32:
+        # Token-by-token decoding with a KV cache and a full-sequence forward agree to ~1e-6 in fp32 but
+        # only to ~1e-2 in bf16/fp16: too far apart for the PPO ratio and the FutureValue.
+        return f"{actor_dtype} weights: the sampler's values are not exact enough to reuse"
     if engine.model is not actor:
         return "the sampler runs a different model object than the actor (its weights may differ)"
     sampled_at = 1.0 if params.greedy else float(params.temperature)
@@ -489,6 +493,7 @@ class RLTrainer:
         self.fv_model = _frozen_copy(self.model) if self.fv_source == "lagged" else None
         # Lagged source: the weights of the last `future_value_lag` steps, oldest first (CPU copies).
         self.fv_history: deque[dict[str, torch.Tensor]] = deque(maxlen=int(alg.future_value_lag))
+        self.fv_ema: list[torch.Tensor] | None = None  # fp32 EMA of the weights (future_value_ema)
         self._warned_fv_noise = False
         optim = cfg.actor_rollout_ref.actor.optim
         self.optimizer = torch.optim.AdamW(
@@ -745,9 +750,12 @@ class RLTrainer:
         self.phase(f"step {step}: policy update…")
         t0 = time.perf_counter()
         if self.fv_model is not None and cfg.algorithm.future_value_ema is None:
-            self.fv_history.append(
-                {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            )
+            if self.fv_history.maxlen == 1:  # lag 1: the lagged policy is simply the pre-update one
+                self.fv_model.load_state_dict(self.model.state_dict())
+            else:
+                self.fv_history.append(
+                    {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                )
         update_metrics = self.update(init, advantages[: len(init)], old_lp, ref_lp, n_prompts=len(examples))
         metrics.update(update_metrics)
         self._advance_future_value_policy()
@@ -776,9 +784,15 @@ class RLTrainer:
             return
         ema = self.cfg.algorithm.future_value_ema
         if ema is not None:
-            for lagged, current in zip(self.fv_model.parameters(), self.model.parameters(), strict=True):
-                lagged.mul_(float(ema)).add_(current.detach(), alpha=1.0 - float(ema))
-        elif self.fv_history:
+            # Averaged in fp32: in bf16, (1 − d)·(θ − θ_b) is often below one ulp and the EMA would stall.
+            if self.fv_ema is None:
+                self.fv_ema = [p.detach().float().clone() for p in self.fv_model.parameters()]
+            for shadow, lagged, current in zip(
+                self.fv_ema, self.fv_model.parameters(), self.model.parameters(), strict=True
+            ):
+                shadow.mul_(float(ema)).add_(current.detach().float(), alpha=1.0 - float(ema))
+                lagged.copy_(shadow)
+        elif self.fv_history.maxlen != 1 and self.fv_history:
             self.fv_model.load_state_dict(self.fv_history[0])
 
     def update(
@@ -898,7 +912,11 @@ class RLTrainer:
                 "cursor": self.cursor,
                 "data_order": self.data_order,
                 **(
-                    {"fv_model": self.fv_model.state_dict(), "fv_history": list(self.fv_history)}
+                    {
+                        "fv_model": self.fv_model.state_dict(),
+                        "fv_history": list(self.fv_history),
+                        "fv_ema": self.fv_ema,
+                    }
                     if self.fv_model is not None
                     else {}
                 ),
@@ -919,9 +937,18 @@ class RLTrainer:
         ckpt.set_rng_state(state["rng"])
         self.step_index = int(state["step"])
         self.epoch, self.cursor, self.data_order = state["epoch"], state["cursor"], list(state["data_order"])
-        if self.fv_model is not None and "fv_model" in state:
-            self.fv_model.load_state_dict(state["fv_model"])
-            self.fv_history.extend(state["fv_history"])
+        if self.fv_model is not None:
+            if "fv_model" in state:
+                self.fv_model.load_state_dict(state["fv_model"])
+                self.fv_history.extend(state["fv_history"])
+                self.fv_ema = state.get("fv_ema")
+            else:
+                # A checkpoint without a lagged policy (another source, an older appo): start the lag anew
+                # from the restored weights (the next step ranks by entropy) rather than from θ0.
+                log.warning(
+                    "%s has no lagged FutureValue policy; the lag restarts from its weights", checkpoint
+                )
+                self.fv_model.load_state_dict(self.model.state_dict())
 
     def close(self) -> None:
         self.runtime.close()
