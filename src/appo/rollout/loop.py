@@ -236,7 +236,7 @@ def _start_rows(
             traj.finish_reason, row.active = "fork_failed", False
             traj.error = failed
         elif req.parent is not None:
-            row.stop_string = _round_stop(traj, tokenizer, cfg)
+            row.stop_string = _round_stop(traj.response_ids[row.segment_start :], tokenizer, cfg)
             if (
                 row.stop_string is None
                 and traj.response_ids
@@ -250,11 +250,11 @@ def _start_rows(
     return rows
 
 
-def _round_stop(traj: Trajectory, tokenizer: Any, cfg: LoopConfig) -> str | None:
-    """The stop string that ends a branch prefix, when the split token is the one that completed it (a
-    closing tag): the parent's round stopped right there, so the branch handles that call first."""
-    done_end = traj.tool_calls[-1].result_span[1] if traj.tool_calls else 0
-    text = tokenizer.decode(traj.response_ids[done_end:])
+def _round_stop(segment: list[int], tokenizer: Any, cfg: LoopConfig) -> str | None:
+    """The stop string that ends a branch prefix's current segment, when the split token is the one that
+    completed it (a closing tag): the parent's round stopped right there, so the branch handles that call
+    first. (A stop string can only stand at the end of a segment: the round would have ended there.)"""
+    text = tokenizer.decode(segment)
     hits = [(text.find(s), s) for s in cfg.params.stop if s and s in text]
     return min(hits)[1] if hits else None
 
