@@ -45,10 +45,6 @@ from appo.train import checkpoint as ckpt
 log = logging.getLogger(__name__)
 
 
-def log_warning(message: str) -> None:
-    log.warning("%s", message)
-
-
 # --------------------------------------------------------------------------------------------- policy math
 
 
@@ -117,6 +113,21 @@ class UpdateResult:
 _MIN_METRICS = {"fipo_iw_min", "fipo_iw_raw_min"}
 _MAX_METRICS = {"fipo_iw_max", "fipo_iw_raw_max"}
 _SUM_METRICS = {"fipo_rows_filtered", "skipped_steps"}
+
+
+def _merge_metric(
+    sums: Counter[str], extremes: dict[str, float], name: str, value: float, weight: float
+) -> None:
+    """Fold one value of metric ``name`` into running results: min/max for extremes, a plain sum for
+    counts, a ``weight``-ed sum for means."""
+    short = name.removeprefix("actor/")
+    if short in _MIN_METRICS or short in _MAX_METRICS:
+        pick = min if short in _MIN_METRICS else max
+        extremes[name] = pick(extremes.get(name, value), value)
+    elif short in _SUM_METRICS:
+        sums[name] += value
+    else:
+        sums[name] += value * weight
 
 
 def _forward_micro_batch(
@@ -258,15 +269,9 @@ def accumulate_policy_gradient(
         sums["actor/pg_loss"] += float(loss.detach())
         share = float(mask.sum()) / loss_tokens
         for key, value in metrics.items():
-            name, v = f"actor/{key}", float(value)
-            if key in _MIN_METRICS or key in _MAX_METRICS:
-                if float(mask.sum()) > 0:
-                    pick = min if key in _MIN_METRICS else max
-                    extremes[name] = pick(extremes.get(name, v), v)
-            elif key in _SUM_METRICS:
-                sums[name] += v
-            elif key != "pg_loss":
-                sums[name] += v * share
+            if key == "pg_loss" or (share == 0 and (key in _MIN_METRICS or key in _MAX_METRICS)):
+                continue  # pg_loss is summed above; an empty micro-batch has no extremes
+            _merge_metric(sums, extremes, f"actor/{key}", float(value), share)
     return {**sums, **extremes}
 
 
@@ -749,16 +754,10 @@ class RLTrainer:
         # from before it).
         self.phase(f"step {step}: policy update…")
         t0 = time.perf_counter()
-        if self.fv_model is not None and cfg.algorithm.future_value_ema is None:
-            if self.fv_history.maxlen == 1:  # lag 1: the lagged policy is simply the pre-update one
-                self.fv_model.load_state_dict(self.model.state_dict())
-            else:
-                self.fv_history.append(
-                    {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-                )
+        self._lagged_policy_before_update()
         update_metrics = self.update(init, advantages[: len(init)], old_lp, ref_lp, n_prompts=len(examples))
         metrics.update(update_metrics)
-        self._advance_future_value_policy()
+        self._lagged_policy_after_update()
         timings["update_actor"] = time.perf_counter() - t0
         self.scheduler.step()
         self.step_index = step
@@ -778,7 +777,20 @@ class RLTrainer:
         return StepOutput(metrics, rows, rewards.tolist(), advantages, z_scores)
 
     @torch.no_grad()
-    def _advance_future_value_policy(self) -> None:
+    def _lagged_policy_before_update(self) -> None:
+        """Remember the pre-update weights: lag 1 loads them into the lagged policy; a longer lag keeps a
+        window of them on the CPU (an EMA needs nothing here)."""
+        if self.fv_model is None or self.cfg.algorithm.future_value_ema is not None:
+            return
+        if self.fv_history.maxlen == 1:
+            self.fv_model.load_state_dict(self.model.state_dict())
+        else:
+            self.fv_history.append(
+                {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            )
+
+    @torch.no_grad()
+    def _lagged_policy_after_update(self) -> None:
         """After an update: the EMA moves towards the new weights, or the lag window's oldest weights load."""
         if self.fv_model is None:
             return
@@ -848,12 +860,7 @@ class RLTrainer:
                     totals["actor/skipped_steps"] += 1
                 totals["actor/grad_norm"] += float(grad_norm)
                 for key, value in sums.items():
-                    short = key.removeprefix("actor/")
-                    if short in _MIN_METRICS or short in _MAX_METRICS:
-                        pick = min if short in _MIN_METRICS else max
-                        extremes[key] = pick(extremes.get(key, value), value)
-                    else:
-                        totals[key] += value
+                    _merge_metric(totals, extremes, key, value, 1.0)
                 n_updates += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
@@ -1139,7 +1146,7 @@ def _train_locked(
 ) -> Path:
     latest = None
     if resume or cfg.trainer.resume_mode == "auto":
-        latest = ckpt.latest_intact_checkpoint(run_dir, log=log or (lambda m: log_warning(m)))
+        latest = ckpt.latest_intact_checkpoint(run_dir, log=log or logging.getLogger(__name__).warning)
         if ckpt.checkpoint_dirs(run_dir) and latest is None:
             raise ConfigError(
                 f"no intact checkpoint under {run_dir / 'checkpoints'} (all are damaged; see above); "
